@@ -1,0 +1,1 @@
+"""The data layer: an instrumented adbapi pool, SQL dialects, migrations and the stores' transactions."""

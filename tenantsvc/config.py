@@ -1,0 +1,304 @@
+"""Settings: parsed once from the environment and twistd options into one frozen, validated object.
+
+Every problem is reported as a ``ConfigError`` whose message names the variable, so start-up can
+print one clear line and exit non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import unquote, urlsplit
+
+from tenantsvc import __version__
+
+ROLES = ("all", "web", "worker_odds", "worker_settlement")
+ENVIRONMENTS = ("development", "staging", "production")
+DEFAULT_SQLITE_PATH = os.path.join("var", "tenantsvc.sqlite3")
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min)?\s*$")
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, None: 1}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """Where to reach Postgres (directly or through PgBouncer)."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str | None
+    password: str | None = field(repr=False)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """A log-safe description (no password)."""
+        return f"postgresql://{self.user or ''}@{self.host}:{self.port}/{self.dbname}"
+
+
+@dataclass(frozen=True)
+class SqliteTarget:
+    """The embedded SQLite database file."""
+
+    path: str
+
+    def describe(self) -> str:
+        """A log-safe description."""
+        return f"sqlite:{self.path}"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where to reach Redis."""
+
+    host: str
+    port: int
+    db: int
+    password: str | None = field(repr=False)
+    tls: bool = False
+
+    def describe(self) -> str:
+        """A log-safe description (no password)."""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the process needs to know at start-up; never mutated afterwards."""
+
+    database: PostgresTarget | SqliteTarget
+    redis: RedisTarget | None
+    role: str = "all"
+    listen: str = "tcp:8080"
+    demo: bool = False
+    environment: str = "development"
+    app_version: str = __version__
+    admin_token: str | None = field(default=None, repr=False)
+    db_web_pool_max: int = 20
+    db_worker_pool_max: int = 5
+    db_pool_min: int = 2
+    db_conn_timeout_s: float = 5.0
+    db_statement_timeout_ms: int = 3000
+    db_idle_in_transaction_timeout_ms: int = 5000
+    goalserve_base_url: str = "https://www.goalserve.com/getfeed"
+    goalserve_api_key: str | None = field(default=None, repr=False)
+    log_file: str | None = None
+    max_body_bytes: int = 64 * 1024
+
+    @property
+    def serves_web(self) -> bool:
+        """True when this process hosts the HTTP API."""
+        return self.role in ("all", "web")
+
+    @property
+    def pool_max(self) -> int:
+        """Connection pool ceiling for this role: web pools are larger than worker pools."""
+        return self.db_web_pool_max if self.serves_web else self.db_worker_pool_max
+
+    @property
+    def pool_min(self) -> int:
+        """Connections kept open; never more than the ceiling."""
+        return min(self.db_pool_min, self.pool_max)
+
+    @property
+    def is_development(self) -> bool:
+        """True on a laptop: cookies are not marked Secure, logs go to stdout by default."""
+        return self.environment == "development"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().removesuffix("s")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (e.g. 5 or 2.5s), got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw!r}")
+    return value
+
+
+def parse_duration_ms(name: str, raw: str) -> int:
+    """Parse a Postgres-style duration ("3s", "500ms", "1min", bare numbers are milliseconds)."""
+    match = _DURATION.match(raw)
+    if not match:
+        raise ConfigError(f"{name} must be a duration such as 3s, 500ms or 1min, got {raw!r}")
+    value = int(match.group(1)) * _DURATION_UNITS_MS[match.group(2)]
+    if value > 24 * 3600 * 1000:
+        raise ConfigError(f"{name} must be at most 24h, got {raw!r}")
+    return value
+
+
+def _duration_ms(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return parse_duration_ms(name, raw)
+
+
+def _prepare_threshold(env: Mapping[str, str]) -> None:
+    raw = (env.get("DB_PREPARE_THRESHOLD") or "0").strip().lower()
+    if raw not in ("0", "none", "off", "disabled"):
+        raise ConfigError(
+            "DB_PREPARE_THRESHOLD must be 0 or none: psycopg2 never prepares statements server-side, "
+            f"which is what keeps PgBouncer transaction pooling safe; got {raw!r}"
+        )
+
+
+def parse_database_url(raw: str | None) -> PostgresTarget | SqliteTarget:
+    """Turn ``DATABASE_URL`` into a target: postgresql://…, sqlite:///path, or a plain file path."""
+    if raw is None or raw.strip() == "":
+        return SqliteTarget(DEFAULT_SQLITE_PATH)
+    raw = raw.strip()
+    if raw.startswith("sqlite:"):
+        path = raw[len("sqlite:"):]
+        if path.startswith("///"):
+            path = path[2:]
+        elif path.startswith("//"):
+            raise ConfigError(f"DATABASE_URL sqlite URLs take a path (sqlite:///abs/path or sqlite:rel/path), got {raw!r}")
+        if not path.strip("/"):
+            raise ConfigError("DATABASE_URL names sqlite but no file path")
+        return SqliteTarget(path)
+    if "://" not in raw:
+        if raw.startswith(("postgres:", "postgresql:")):
+            raise ConfigError("DATABASE_URL is not a valid postgresql:// URL")
+        return SqliteTarget(raw)
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(f"DATABASE_URL must be postgresql://… or a SQLite path, got scheme {parts.scheme!r}")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ConfigError("DATABASE_URL has an invalid port") from None
+    host = parts.hostname or ""
+    dbname = unquote(parts.path.lstrip("/"))
+    options = {}
+    for pair in filter(None, parts.query.split("&")):
+        key, _, value = pair.partition("=")
+        options[unquote(key)] = unquote(value)
+    host = host or options.pop("host", "")
+    if not host:
+        raise ConfigError("DATABASE_URL has no host")
+    if not dbname:
+        raise ConfigError("DATABASE_URL has no database name")
+    if "prepare_threshold" in options:
+        raise ConfigError("DATABASE_URL must not set prepare_threshold (a psycopg3 option); use DB_PREPARE_THRESHOLD")
+    return PostgresTarget(
+        host=host,
+        port=port,
+        dbname=dbname,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        options=options,
+    )
+
+
+def parse_redis_url(raw: str | None) -> RedisTarget | None:
+    """Turn ``REDIS_URL`` into a target; unset means in-process fallbacks."""
+    if raw is None or raw.strip() == "":
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"REDIS_URL must start with redis:// or rediss://, got scheme {parts.scheme!r}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ConfigError("REDIS_URL has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError("REDIS_URL has no host")
+    db_text = parts.path.lstrip("/") or "0"
+    if not db_text.isdigit() or int(db_text) > 15:
+        raise ConfigError(f"REDIS_URL database must be a number from 0 to 15, got {db_text!r}")
+    return RedisTarget(
+        host=parts.hostname,
+        port=port,
+        db=int(db_text),
+        password=unquote(parts.password) if parts.password else None,
+        tls=parts.scheme == "rediss",
+    )
+
+
+def _listen(env: Mapping[str, str], listen_option: str | None) -> str:
+    if listen_option:
+        return listen_option
+    port = _int(env, "PORT", 8080, 1, 65535)
+    return f"tcp:{port}"
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def load_settings(
+    env: Mapping[str, str],
+    *,
+    role: str | None = None,
+    listen: str | None = None,
+    demo: bool = False,
+) -> Settings:
+    """Build validated ``Settings`` from environment variables, with twistd options taking precedence.
+
+    Raises ``ConfigError`` naming the first bad variable.
+    """
+    _prepare_threshold(env)
+    chosen_role = role or env.get("PROCESS_TYPE") or "all"
+    _choice("--role/PROCESS_TYPE", chosen_role, ROLES)
+    environment = _choice("ENVIRONMENT", (env.get("ENVIRONMENT") or "development").strip(), ENVIRONMENTS)
+    admin_token = env.get("ADMIN_TOKEN") or None
+    if admin_token is not None and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ConfigError(f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (or unset to disable the admin API)")
+    log_file = env.get("LOG_FILE") or None
+    if log_file is None and environment == "production":
+        log_file = os.path.join("var", "log", "tenantsvc.json")
+    return Settings(
+        database=parse_database_url(env.get("DATABASE_URL")),
+        redis=parse_redis_url(env.get("REDIS_URL")),
+        role=chosen_role,
+        listen=_listen(env, listen),
+        demo=demo,
+        environment=environment,
+        app_version=(env.get("APP_VERSION") or __version__).strip()[:64],
+        admin_token=admin_token,
+        db_web_pool_max=_int(env, "DB_WEB_POOL_MAX", 20, 1, 500),
+        db_worker_pool_max=_int(env, "DB_WORKER_POOL_MAX", 5, 1, 500),
+        db_pool_min=_int(env, "DB_POOL_MIN", 2, 0, 500),
+        db_conn_timeout_s=_seconds(env, "DB_CONN_TIMEOUT", 5.0, 0.1, 300.0),
+        db_statement_timeout_ms=_duration_ms(env, "DB_STATEMENT_TIMEOUT", 3000),
+        db_idle_in_transaction_timeout_ms=_duration_ms(env, "DB_IDLE_IN_TRANSACTION_TIMEOUT", 5000),
+        goalserve_base_url=_http_url("GOALSERVE_BASE_URL", env.get("GOALSERVE_BASE_URL") or "https://www.goalserve.com/getfeed"),
+        goalserve_api_key=env.get("GOALSERVE_API_KEY") or None,
+        log_file=log_file,
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
+    )

@@ -1,0 +1,1 @@
+"""Observability: eliot logging and Prometheus metrics, shared by every layer."""

@@ -1,0 +1,88 @@
+"""Prometheus metrics on an injected ``CollectorRegistry`` (tests make their own registry).
+
+Label values are always bounded: the route template rather than the raw path, a tenant label only for
+tenants that exist, a fixed set of methods.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNKNOWN_TENANT = "_unknown"
+NO_TENANT = ""
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric the service exports, created once per process on one registry."""
+
+    def __init__(self, registry: CollectorRegistry, process_type: str):
+        self.registry = registry
+        self.process_type = process_type
+        self.http_requests = Counter(
+            "http_requests_total", "HTTP requests by method, route template, status and tenant.",
+            ["method", "endpoint", "status", "tenant"], registry=registry,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds", "HTTP request duration by method and route template.",
+            ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.tenant_requests = Counter(
+            "tenant_requests_total", "Requests per known tenant.", ["tenant"], registry=registry,
+        )
+        self.db_pool_usage = Gauge(
+            "db_pool_usage_percent", "Pool connections in use, as a percentage of the pool ceiling.",
+            ["process_type"], registry=registry,
+        )
+        self.db_pool_waiting = Gauge(
+            "db_pool_waiting_connections", "DB interactions waiting for a pooled connection.",
+            ["process_type"], registry=registry,
+        )
+        self.db_active = Gauge(
+            "db_active_connections", "Pooled connections currently in use.", ["process_type"], registry=registry,
+        )
+        self.db_interactions = Counter(
+            "db_interactions_total", "DB interactions by name and outcome.", ["name", "outcome"], registry=registry,
+        )
+        self.worker_ticks = Counter(
+            "worker_ticks_total", "Worker loop iterations by worker and outcome.", ["worker", "outcome"], registry=registry,
+        )
+        self.worker_last_success = Gauge(
+            "worker_last_success_timestamp_seconds", "Unix time of each worker's last successful tick.",
+            ["worker"], registry=registry,
+        )
+        self._request_children: dict[tuple[str, str, str, str], Callable[[], None]] = {}
+        self._duration_children: dict[tuple[str, str], Callable[[float], None]] = {}
+
+    def watch_pool(self, snapshot: Callable[[], object]) -> None:
+        """Export pool gauges computed from ``snapshot()`` at scrape time."""
+        labels = (self.process_type,)
+        self.db_pool_usage.labels(*labels).set_function(lambda: snapshot().usage_percent)  # type: ignore[attr-defined]
+        self.db_pool_waiting.labels(*labels).set_function(lambda: snapshot().waiting)  # type: ignore[attr-defined]
+        self.db_active.labels(*labels).set_function(lambda: snapshot().in_use)  # type: ignore[attr-defined]
+
+    def record_request(self, method: str, endpoint: str, status: int, tenant: str, seconds: float) -> None:
+        """Count one finished HTTP request (label children are cached: this is on every request)."""
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
+        key = (method, endpoint, str(status), tenant)
+        inc = self._request_children.get(key)
+        if inc is None:
+            inc = self.http_requests.labels(*key).inc
+            self._request_children[key] = inc
+        inc()
+        observe = self._duration_children.get((method, endpoint))
+        if observe is None:
+            observe = self.http_duration.labels(method, endpoint).observe
+            self._duration_children[(method, endpoint)] = observe
+        observe(seconds)
+        if tenant not in (UNKNOWN_TENANT, NO_TENANT):
+            self.tenant_requests.labels(tenant).inc()
+
+    def record_interaction(self, name: str, wait_s: float, hold_s: float, failure: object) -> None:
+        """Count one DB interaction by outcome (an observer for ``Database.add_observer``)."""
+        outcome = "ok" if failure is None else type(getattr(failure, "value", failure)).__name__
+        self.db_interactions.labels(name, outcome).inc()

@@ -1,0 +1,157 @@
+"""Composition root: builds adapters, services, the web tier and workers into one ordered service tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eliot import Message, write_failure
+from prometheus_client import CollectorRegistry
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.web.server import Site
+
+from tenantsvc.adapters.db.pool import Database
+from tenantsvc.adapters.db.service import DatabaseService
+from tenantsvc.config import Settings
+from tenantsvc.obs.logging import LoggingService
+from tenantsvc.obs.metrics import Metrics
+from tenantsvc.services.demo import ensure_demo_tenant
+from tenantsvc.services.health import HealthReport
+from tenantsvc.services.registry import TenantRegistry
+from tenantsvc.services.tenants import TenantService
+from tenantsvc.services.themes import ThemeService
+
+THEME_WARM_INTERVAL_S = 60.0
+IDLE_WORKER_INTERVAL_S = 30.0
+
+
+class OrderedMultiService(MultiService):
+    """Starts children in the order added and stops them one at a time in reverse, waiting for each."""
+
+    def stopService(self) -> Deferred:
+        """Stop children last-to-first, each after the previous one finished stopping."""
+        super(MultiService, self).stopService()
+        return ensureDeferred(self._stop_in_reverse())
+
+    async def _stop_in_reverse(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                stopping = child.stopService()
+                if isinstance(stopping, Deferred):
+                    await stopping
+            except Exception:
+                write_failure()
+
+
+@dataclass
+class Components:
+    """The built object graph, exposed for tests and the benchmark."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: Metrics
+    db: Database
+    db_service: DatabaseService
+    tenant_registry: TenantRegistry
+    themes: ThemeService
+    tenants: TenantService
+    root: Any = None
+    site: Any = None
+    readiness: Any = None
+
+
+def build_components(settings: Settings, reactor: Any) -> Components:
+    """Create the adapters and services (no listening, no loops): the part tests reuse."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, settings.role)
+    db = Database(settings, reactor)
+    db.add_observer(metrics.record_interaction)
+    metrics.watch_pool(db.snapshot)
+    tenant_registry = TenantRegistry()
+    themes = ThemeService(db, tenant_registry)
+    tenants = TenantService(db, tenant_registry, themes)
+    return Components(settings=settings, registry=registry, metrics=metrics, db=db,
+                      db_service=DatabaseService(db, reactor), tenant_registry=tenant_registry,
+                      themes=themes, tenants=tenants)
+
+
+def build_web(components: Components, reactor: Any, redis: Any = None) -> None:
+    """Build the root resource and Site for ``components`` (imports Klein, so only once a reactor is chosen)."""
+    from tenantsvc.web.admin import AdminApi
+    from tenantsvc.web.health import Readiness, operational_handlers
+    from tenantsvc.web.public_theme import public_theme_handler
+    from tenantsvc.web.request import TenantRequest
+    from tenantsvc.web.root import RootResource
+    from tenantsvc.web.tenant_api import TenantApi
+
+    settings = components.settings
+    readiness = Readiness()
+    report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
+                          redis_ping=redis.ping if redis is not None else None)
+    root = RootResource(
+        clock=reactor,
+        metrics=components.metrics,
+        is_known_tenant=components.tenant_registry.is_known,
+        operational=operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
+                                         registry=components.registry, detailed_check=report.check),
+        public_theme=public_theme_handler(components.themes),
+        admin=AdminApi(components.tenants, settings.admin_token).app.resource(),
+        tenant_api=TenantApi().app.resource(),
+    )
+    site = Site(root)
+    site.displayTracebacks = False
+    site.requestFactory = _request_factory(settings.max_body_bytes, TenantRequest)
+    components.root, components.site, components.readiness = root, site, readiness
+
+
+def _request_factory(max_body_bytes: int, base: type) -> type:
+    return type("BoundedRequest", (base,), {"max_body_bytes": max_body_bytes})
+
+
+def build_service(settings: Settings, reactor: Any) -> MultiService:
+    """The whole process: logging → db → redis → web → workers, as named children started in that order."""
+    from tenantsvc.web.server import WebService
+    from tenantsvc.workers.loop import LoopingWorker
+
+    top = OrderedMultiService()
+    LoggingService(reactor, settings.log_file).setServiceParent(top)
+    components = build_components(settings, reactor)
+    components.db_service.setServiceParent(top)
+    redis = None
+    if settings.redis is not None:
+        from tenantsvc.adapters.redis import RedisClient
+
+        redis = RedisClient(settings.redis, reactor)
+        redis.setServiceParent(top)
+    Message.log(message_type="tenantsvc:startup", role=settings.role, listen=settings.listen,
+                database=settings.database.describe(),
+                redis=settings.redis.describe() if settings.redis else None, demo=settings.demo)
+
+    async def after_migrations() -> None:
+        await components.db_service.when_ready()
+        if settings.demo:
+            await ensure_demo_tenant(components.db)
+        if settings.serves_web:
+            await components.themes.warm()
+
+    def start_after_migrations() -> None:
+        ensureDeferred(after_migrations()).addErrback(write_failure)
+
+    reactor.callWhenRunning(start_after_migrations)
+
+    if settings.serves_web:
+        build_web(components, reactor, redis)
+        WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
+                   readiness=components.readiness).setServiceParent(top)
+        LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=THEME_WARM_INTERVAL_S,
+                      metrics=components.metrics, run_now=False).setServiceParent(top)
+    for worker in ("worker_odds", "worker_settlement"):
+        if settings.role in ("all", worker):
+            LoopingWorker(worker, _idle_tick, clock=reactor, interval_s=IDLE_WORKER_INTERVAL_S,
+                          metrics=components.metrics).setServiceParent(top)
+    return top
+
+
+async def _idle_tick() -> None:
+    """The odds and settlement loops have no work yet (issue 6 gives them their real ticks)."""

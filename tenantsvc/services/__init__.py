@@ -1,0 +1,1 @@
+"""Services: orchestration in ``async def``; they never see an HTTP request."""

@@ -1,0 +1,80 @@
+"""The detailed health report (``application/health+json``): DB round trip, pool figures, Redis, workers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from tenantsvc.adapters.db.pool import Database, Txn
+from tenantsvc.adapters.deferreds import with_timeout
+
+DB_CHECK_TIMEOUT_S = 2.0
+
+
+def select_one_txn(txn: Txn) -> int:
+    """The cheapest round trip that proves a connection works."""
+    row = txn.one("SELECT 1 AS ok")
+    return int(row["ok"]) if row else 0
+
+
+class HealthReport:
+    """Builds the detailed report; a failing DB check makes the whole report fail (503)."""
+
+    def __init__(self, *, clock: Any, db: Database, version: str, role: str,
+                 redis_ping: Callable[[], Awaitable[float]] | None = None):
+        self._clock = clock
+        self._db = db
+        self._version = version
+        self._role = role
+        self._redis_ping = redis_ping
+
+    def check(self) -> Deferred:
+        """Run every check; fires with the report dict."""
+        return ensureDeferred(self._report())
+
+    def _now(self) -> str:
+        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
+
+    async def _timed(self, probe: Callable[[], Deferred]) -> tuple[str, float | None, str | None]:
+        started = self._clock.seconds()
+        try:
+            await with_timeout(self._clock, probe(), DB_CHECK_TIMEOUT_S)
+        except Exception as error:  # reported, not raised: a health check must describe failure
+            return "fail", None, type(error).__name__
+        return "pass", round((self._clock.seconds() - started) * 1000, 3), None
+
+    async def _report(self) -> dict[str, Any]:
+        checks: dict[str, list[dict[str, Any]]] = {}
+        now = self._now()
+        status, elapsed, error = await self._timed(
+            lambda: self._db.run_interaction("health_check", select_one_txn))
+        entry: dict[str, Any] = {"componentType": "datastore", "componentId": self._db.dialect.name,
+                                 "status": status, "time": now}
+        if elapsed is not None:
+            entry.update(observedValue=elapsed, observedUnit="ms")
+        if error:
+            entry["output"] = error
+        checks["database:responseTime"] = [entry]
+        pool = self._db.snapshot()
+        checks["database:connections"] = [{
+            "componentType": "datastore", "observedValue": pool.in_use, "observedUnit": "connections",
+            "status": "pass", "time": now,
+            "pool": {"size": pool.size, "in_use": pool.in_use, "waiting": pool.waiting,
+                     "usage_percent": round(pool.usage_percent, 1)},
+        }]
+        overall = status
+        if self._redis_ping is not None:
+            redis_status, redis_elapsed, redis_error = await self._timed(lambda: ensureDeferred(self._redis_ping()))
+            redis_entry: dict[str, Any] = {"componentType": "datastore", "componentId": "redis",
+                                           "status": "pass" if redis_status == "pass" else "warn", "time": now}
+            if redis_elapsed is not None:
+                redis_entry.update(observedValue=redis_elapsed, observedUnit="ms")
+            if redis_error:
+                redis_entry["output"] = redis_error
+            checks["redis:responseTime"] = [redis_entry]
+            if redis_status != "pass" and overall == "pass":
+                overall = "warn"
+        return {"status": overall, "version": self._version, "serviceId": f"tenantsvc-{self._role}",
+                "description": "tenantsvc detailed health", "checks": checks}

@@ -1,0 +1,112 @@
+"""Tenant administration: create and list tenants, read and save themes, credit wallets."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from eliot import start_action
+
+from tenantsvc.adapters.db import tenant_store
+from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.adapters.db.pool import InteractionRunner
+from tenantsvc.adapters.deferreds import shield
+from tenantsvc.core.tenants import parse_new_tenant
+from tenantsvc.core.theme import DEFAULT_THEME, Theme, parse_theme
+from tenantsvc.core.validation import ValidationFailed, check_text, check_unknown_fields
+from tenantsvc.services.errors import Conflict, NotFoundError
+from tenantsvc.services.registry import TenantRegistry
+from tenantsvc.services.themes import ThemeService
+
+MAX_CREDIT_CENTS = 10**11  # one billion in major units: anything larger is a typo
+MAX_REASON_LENGTH = 200
+
+
+def parse_credit(payload: Mapping[str, Any]) -> tuple[int, str]:
+    """Validate ``{"amount_cents", "reason"}``: a non-zero whole number of cents and a short reason."""
+    errors: dict[str, str] = {}
+    check_unknown_fields(errors, payload, {"amount_cents", "reason"})
+    amount = payload.get("amount_cents")
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        errors["amount_cents"] = "must be a whole number of cents"
+    elif amount == 0 or abs(amount) > MAX_CREDIT_CENTS:
+        errors["amount_cents"] = f"must be non-zero and at most {MAX_CREDIT_CENTS} in size"
+    reason = check_text(errors, "reason", payload.get("reason"), min_len=1, max_len=MAX_REASON_LENGTH)
+    if errors:
+        raise ValidationFailed(errors)
+    assert isinstance(amount, int) and reason is not None
+    return amount, reason
+
+
+class TenantService:
+    """Admin operations on tenants; writes are shielded from client disconnects."""
+
+    def __init__(self, db: InteractionRunner, registry: TenantRegistry, themes: ThemeService):
+        self._db = db
+        self._registry = registry
+        self._themes = themes
+
+    async def create_tenant(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a tenant from ``{"slug", "name"}``; ``Conflict`` if the slug is taken."""
+        new = parse_new_tenant(payload)
+        try:
+            tenant = await shield(self._db.run_interaction("insert_tenant", tenant_store.insert_tenant_txn,
+                                                           new.slug, new.name))
+        except IntegrityViolation as violation:
+            if violation.kind == "unique":
+                raise Conflict("tenant_exists", f"a tenant with slug {new.slug!r} already exists") from None
+            raise
+        self._registry.add(new.slug)
+        self._themes.remember(new.slug, DEFAULT_THEME)
+        return tenant
+
+    async def list_tenants(self) -> list[dict[str, Any]]:
+        """Every tenant."""
+        return await self._db.run_interaction("list_tenants", tenant_store.list_tenants_txn)
+
+    async def get_theme(self, slug: str) -> Theme:
+        """The tenant's saved theme (the default palette if never saved)."""
+        try:
+            return await self._db.run_interaction("load_theme", tenant_store.load_theme_txn, slug)
+        except tenant_store.NotFound:
+            raise NotFoundError(f"no tenant {slug!r}") from None
+
+    async def save_theme(self, slug: str, payload: Mapping[str, Any]) -> Theme:
+        """Validate and store a full theme (absent keys take the defaults), then update the public cache."""
+        theme = parse_theme(payload, DEFAULT_THEME)
+        with start_action(action_type="tenantsvc:themes:save", tenant=slug):
+            try:
+                await shield(self._db.run_interaction("save_theme", tenant_store.save_theme_txn, slug, theme))
+            except tenant_store.NotFound:
+                raise NotFoundError(f"no tenant {slug!r}") from None
+        self._themes.remember(slug, theme)
+        return theme
+
+    async def credit(
+        self, slug: str, username: str, payload: Mapping[str, Any], idempotency_key: str | None
+    ) -> tenant_store.CreditResult:
+        """Credit (or, with a negative amount, debit) a user's wallet exactly once per idempotency key."""
+        amount, reason = parse_credit(payload)
+        try:
+            result = await shield(self._db.run_interaction(
+                "credit_wallet", tenant_store.credit_wallet_txn, slug, username, amount, reason, idempotency_key))
+            return _same_request(result, amount)
+        except tenant_store.NotFound:
+            raise NotFoundError(f"no user {username!r} in tenant {slug!r}") from None
+        except tenant_store.InsufficientFunds:
+            raise Conflict("insufficient_funds", "the wallet balance cannot go below zero") from None
+        except IntegrityViolation as violation:
+            if violation.kind != "unique" or idempotency_key is None:
+                raise
+        # A concurrent request with the same key won the race: answer with what it recorded.
+        replay = await self._db.run_interaction(
+            "replay_credit", tenant_store.replay_credit_txn, slug, username, idempotency_key)
+        if replay is None:
+            raise Conflict("idempotency_conflict", "a concurrent request with this key failed; retry")
+        return _same_request(replay, amount)
+
+
+def _same_request(result: tenant_store.CreditResult, amount: int) -> tenant_store.CreditResult:
+    """A replayed idempotency key must carry the same amount; anything else is a client bug (422)."""
+    if result.replayed and result.amount_cents != amount:
+        raise ValidationFailed({"Idempotency-Key": "was already used for a different request"})
+    return result

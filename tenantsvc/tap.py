@@ -1,0 +1,49 @@
+"""``twistd tenantsvc``: command-line options and ``makeService``, the only place the reactor is imported."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.python import usage
+
+from tenantsvc.config import ROLES, ConfigError, load_settings
+
+
+class Options(usage.Options):
+    """Options of ``twistd tenantsvc``; every other setting comes from the environment (see README)."""
+
+    synopsis = "[--listen ENDPOINT] [--role all|web|worker_odds|worker_settlement] [--demo]"
+    longdesc = (
+        "Runs the tenantsvc API and/or its workers. Configuration comes from environment variables "
+        "(DATABASE_URL, REDIS_URL, PROCESS_TYPE, DB_WEB_POOL_MAX, DB_WORKER_POOL_MAX, DB_POOL_MIN, "
+        "DB_CONN_TIMEOUT, DB_STATEMENT_TIMEOUT, DB_IDLE_IN_TRANSACTION_TIMEOUT, DB_PREPARE_THRESHOLD, "
+        "ENVIRONMENT, APP_VERSION, ADMIN_TOKEN, GOALSERVE_BASE_URL, GOALSERVE_API_KEY, PORT, LOG_FILE, "
+        "MAX_BODY_BYTES); these options override them. With no DATABASE_URL a SQLite file under ./var/ is used."
+    )
+    optParameters = [
+        ["listen", "l", None, "Twisted endpoint string to serve HTTP on (default tcp:$PORT, else tcp:8080)."],
+        ["role", "r", None, f"Which parts to run: {', '.join(ROLES)} (default $PROCESS_TYPE, else all)."],
+    ]
+    optFlags = [
+        ["demo", None, "Create the tenant 'demo' with a non-default theme if it is missing."],
+    ]
+
+    def postOptions(self) -> None:
+        """Check the role early so ``--role nonsense`` is a usage error."""
+        if self["role"] is not None and self["role"] not in ROLES:
+            raise usage.UsageError(f"--role must be one of {', '.join(ROLES)}")
+
+
+def makeService(options: Options):  # noqa: N802 - twistd's name
+    """Validate settings (one clear line and exit 2 on error) and build the service tree."""
+    try:
+        settings = load_settings(os.environ, role=options["role"], listen=options["listen"], demo=options["demo"])
+    except ConfigError as error:
+        sys.stderr.write(f"tenantsvc: configuration error: {error}\n")
+        raise SystemExit(2)
+    from twisted.internet import reactor
+
+    from tenantsvc.service import build_service
+
+    return build_service(settings, reactor)

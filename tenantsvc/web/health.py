@@ -1,0 +1,94 @@
+"""Operational endpoints: ``/healthz``, ``/readyz``, ``/metrics`` and ``/health/detailed``.
+
+``/healthz`` is static and dependency-free: importing this module loads neither psycopg2 nor
+txredisapi, and the handler touches no pool, Redis or service.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from tenantsvc.web.errors import ApiError, json_bytes, respond_json
+from tenantsvc.web.root import Handler, finish_later
+
+NO_STORE = "no-store"
+
+
+class Readiness:
+    """Whether this process should receive traffic: started and not draining."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        """True between start-up and the beginning of a drain."""
+        return self.started and not self.draining
+
+    @property
+    def state(self) -> str:
+        """starting, ready or draining."""
+        if self.draining:
+            return "draining"
+        return "ready" if self.started else "starting"
+
+
+def _iso_now(clock: Any) -> str:
+    return datetime.fromtimestamp(clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _only_get(request: Any) -> None:
+    if request.method not in (b"GET", b"HEAD"):
+        raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
+
+
+def operational_handlers(
+    *,
+    clock: Any,
+    version: str,
+    readiness: Readiness,
+    registry: CollectorRegistry,
+    detailed_check: Callable[[], Any],
+) -> dict[bytes, Handler]:
+    """The handlers for the first path segments healthz, readyz, metrics and health."""
+
+    def healthz(request: Any, segments: list[bytes]) -> bytes:
+        request.endpoint_label = "/healthz"
+        _only_get(request)
+        if len(segments) != 1:
+            raise ApiError(404, "not_found", "no such route")
+        return respond_json(request, 200, {"ok": True, "status": "ok", "version": version,
+                                           "timestamp": _iso_now(clock)}, {"Cache-Control": NO_STORE})
+
+    def readyz(request: Any, segments: list[bytes]) -> bytes:
+        request.endpoint_label = "/readyz"
+        _only_get(request)
+        status = 200 if readiness.ready else 503
+        return respond_json(request, status, {"status": readiness.state}, {"Cache-Control": NO_STORE})
+
+    def metrics(request: Any, segments: list[bytes]) -> bytes:
+        request.endpoint_label = "/metrics"
+        _only_get(request)
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"Cache-Control", NO_STORE.encode("ascii"))
+        return generate_latest(registry)
+
+    def health(request: Any, segments: list[bytes]) -> Any:
+        if segments[1:] != [b"detailed"]:
+            raise ApiError(404, "not_found", "no such route")
+        request.endpoint_label = "/health/detailed"
+        _only_get(request)
+
+        def render(report: dict[str, Any]) -> bytes:
+            request.setResponseCode(503 if report["status"] == "fail" else 200)
+            request.setHeader(b"Content-Type", b"application/health+json")
+            request.setHeader(b"Cache-Control", NO_STORE.encode("ascii"))
+            return json_bytes(report)
+
+        return finish_later(request, detailed_check(), render)
+
+    return {b"healthz": healthz, b"readyz": readyz, b"metrics": metrics, b"health": health}

@@ -1,0 +1,71 @@
+"""The HTTP listener as a Service: listens on a Twisted endpoint string and drains on stop."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from eliot import Message
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.web.server import Site
+
+from tenantsvc.web.health import Readiness
+from tenantsvc.web.root import RootResource
+
+DRAIN_POLL_S = 0.05
+
+
+class WebService(Service):
+    """Starts listening, marks the process ready; on stop goes not-ready, stops accepting, waits for in-flight."""
+
+    name = "web"
+
+    def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
+                 drain_timeout_s: float = 10.0):
+        self._reactor = reactor
+        self._listen = listen
+        self._site = site
+        self._root = root
+        self._readiness = readiness
+        self._drain_timeout_s = drain_timeout_s
+        self.port: Any = None
+
+    def startService(self) -> None:
+        """Listen; a failure to bind stops the process with one clear line."""
+        super().startService()
+        endpoint = serverFromString(self._reactor, self._listen)
+        endpoint.listen(self._site).addCallbacks(self._listening, self._cannot_listen)
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        self._readiness.started = True
+        address = port.getHost()
+        Message.log(message_type="tenantsvc:web:listening", address=str(getattr(address, "host", address)),
+                    port=getattr(address, "port", 0))
+
+    def _cannot_listen(self, failure: Any) -> None:
+        sys.stderr.write(f"tenantsvc: cannot listen on {self._listen}: {failure.getErrorMessage()}\n")
+        self._reactor.stop()
+
+    def stopService(self) -> Deferred:
+        """Drain: readiness 503, close the listener, wait (bounded) for in-flight requests."""
+        super().stopService()
+        self._readiness.draining = True
+        return ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        if self.port is not None:
+            await self.port.stopListening()
+        waited = 0.0
+        while self._root.in_flight > 0 and waited < self._drain_timeout_s:
+            await _sleep(self._reactor, DRAIN_POLL_S)
+            waited += DRAIN_POLL_S
+        Message.log(message_type="tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited)
+
+
+def _sleep(clock: Any, seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater
+
+    return deferLater(clock, seconds, lambda: None)

@@ -1,0 +1,1 @@
+"""Background workers: Services wrapping LoopingCalls whose bodies never raise."""
