@@ -1,0 +1,326 @@
+"""The two-tier theme cache behind the public theme routes.
+
+L1 is an in-process LRU of precomputed answers (body bytes and ETags made once per fill); L2 is Redis
+(``branding:<tenant>``, shared by the fleet). A request never touches the database: it is answered
+from L1, else from L2 within a short timeout, else with the default theme, and a stale or missing
+entry starts a background refresh. Refreshes are coalesced per process (``SingleFlight``) and across
+the fleet (a Redis lock with an owner token). A failed refresh never replaces a good entry.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.python.failure import Failure
+from eliot import ActionType, fields, write_failure
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+
+from tenantsvc.adapters.db import tenant_store
+from tenantsvc.adapters.db.pool import InteractionRunner
+from tenantsvc.adapters.deferreds import with_timeout
+from tenantsvc.adapters.redis import KeyValueStore, RedisUnavailable
+from tenantsvc.core.http_cache import strong_etag
+from tenantsvc.core.theme import DEFAULT_THEME, Theme
+from tenantsvc.core.theme_cache_rules import (
+    EXPIRED, FRESH, STALE, CachedTheme, CacheWindows, decode_l2, encode_l2, freshness,
+)
+from tenantsvc.core.theme_css import render_theme_css
+from tenantsvc.obs.actions import add_fields, traced
+from tenantsvc.obs.metrics import Metrics
+from tenantsvc.services.registry import TenantRegistry
+from tenantsvc.services.singleflight import SingleFlight
+
+FRESH_CACHE_CONTROL = b"public, max-age=300, stale-while-revalidate=60, stale-if-error=86400"
+DEGRADED_CACHE_CONTROL = b"public, max-age=60, stale-while-revalidate=30"
+L2_TTL_MS = 3_600_000
+LOCK_TTL_MS = 15_000  # longer than REFRESH_TIMEOUT_S, so a lock never expires under a live refresh
+REFRESH_TIMEOUT_S = 5.0
+WARM_BATCH = 500
+INVALIDATION_CHANNEL = "branding:invalidate"
+JSON, CSS = "json", "css"
+
+REFRESH = ActionType("tenantsvc:themes:refresh", fields(tenant=str, trigger_correlation_id=str), fields(outcome=str),
+                     "Reload one tenant's theme from the DB into L1/L2 (background).")
+WARM = ActionType("tenantsvc:themes:warm", [], fields(tenants=int), "Load every tenant's theme into L1/L2.")
+
+
+def l2_key(slug: str) -> str:
+    """The Redis key of a tenant's cached theme."""
+    return f"branding:{slug}"
+
+
+def lock_key(slug: str) -> str:
+    """The Redis key of a tenant's fleet-wide refresh lock."""
+    return f"lock:branding:{slug}"
+
+
+@dataclass(frozen=True)
+class ThemeAnswer:
+    """One ready-to-send representation: body, ETag and the caching headers that go with it."""
+
+    body: bytes
+    etag: bytes
+    etag_text: str
+    cache_control: bytes
+    cache_status: bytes
+    result: str  # fresh, stale or default
+
+
+def _answer(body: bytes, cache_control: bytes, cache_status: bytes, result: str) -> ThemeAnswer:
+    etag = strong_etag(body)
+    return ThemeAnswer(body, etag.encode("ascii"), etag, cache_control, cache_status, result)
+
+
+@dataclass(frozen=True)
+class RenderedTheme:
+    """A cached theme with its JSON and CSS answers, fresh and stale variants, all computed at fill time."""
+
+    entry: CachedTheme
+    answers: dict[tuple[str, str], ThemeAnswer]
+
+    @classmethod
+    def build(cls, entry: CachedTheme) -> "RenderedTheme":
+        """Render both representations once."""
+        bodies = {JSON: entry.theme.to_json_bytes(), CSS: render_theme_css(entry.theme)}
+        answers = {}
+        for kind, body in bodies.items():
+            answers[(kind, FRESH)] = _answer(body, FRESH_CACHE_CONTROL, b"tenantsvc; hit", FRESH)
+            answers[(kind, STALE)] = _answer(body, DEGRADED_CACHE_CONTROL, b"tenantsvc; hit; detail=stale", STALE)
+        return cls(entry, answers)
+
+
+DEFAULT_ANSWERS = {
+    JSON: _answer(DEFAULT_THEME.to_json_bytes(), DEGRADED_CACHE_CONTROL, b"tenantsvc; fwd=miss; detail=default",
+                  "default"),
+    CSS: _answer(render_theme_css(DEFAULT_THEME), DEGRADED_CACHE_CONTROL, b"tenantsvc; fwd=miss; detail=default",
+                 "default"),
+}
+
+
+@dataclass(frozen=True)
+class ThemeCacheSettings:
+    """Tunables of the theme cache."""
+
+    windows: CacheWindows = CacheWindows()
+    max_entries: int = 10_000
+    l2_timeout_s: float = 0.05
+
+
+class ThemeCache:
+    """Answers public theme requests from memory and keeps L1/L2 filled in the background."""
+
+    def __init__(
+        self,
+        *,
+        clock: Any,
+        db: InteractionRunner,
+        registry: TenantRegistry,
+        metrics: Metrics,
+        l2: KeyValueStore | None = None,
+        settings: ThemeCacheSettings = ThemeCacheSettings(),
+        new_token: Callable[[], str] = lambda: secrets.token_hex(16),
+    ):
+        self._clock = clock
+        self._db = db
+        self._registry = registry
+        self._metrics = metrics
+        self._l2 = l2
+        self._settings = settings
+        self._new_token = new_token
+        self._l1: OrderedDict[str, RenderedTheme] = OrderedDict()
+        self._refreshes: SingleFlight[None] = SingleFlight(
+            on_shared=metrics.singleflight_shared.labels("branding_refresh").inc)
+        self._l2_reads: SingleFlight[CachedTheme | None] = SingleFlight(
+            on_shared=metrics.singleflight_shared.labels("branding_l2_read").inc)
+        self._hits = metrics.cache_hits.labels("branding")
+        self._misses = metrics.cache_misses.labels("branding")
+        self._responses = {result: metrics.cache_responses.labels("branding", result)
+                           for result in (FRESH, STALE, "default")}
+        metrics.cache_entries.labels("branding").set_function(lambda: len(self._l1))
+
+    # -- the request path -------------------------------------------------------------------------
+
+    def answer(self, slug: str, kind: str, correlation_id: str = "") -> ThemeAnswer | Deferred | None:
+        """The answer for ``slug`` (``kind`` json or css): immediate from L1, a Deferred when L2 must be
+        asked, or None when the tenant does not exist. Never touches the database."""
+        rendered = self._l1.get(slug)
+        if rendered is not None:
+            state = freshness(rendered.entry.fetched_at, self._clock.seconds(), self._settings.windows)
+            if state is FRESH:
+                self._l1.move_to_end(slug)
+                self._hits.inc()
+                return self._respond(rendered.answers[(kind, FRESH)])
+            if state is STALE:
+                self._l1.move_to_end(slug)
+                self._hits.inc()
+                self.refresh(slug, correlation_id)
+                return self._respond(rendered.answers[(kind, STALE)])
+        elif not self._registry.may_exist(slug):
+            return None
+        self._misses.inc()
+        return ensureDeferred(self._answer_from_l2(slug, kind, correlation_id))
+
+    def _respond(self, answer: ThemeAnswer) -> ThemeAnswer:
+        self._responses[answer.result].inc()
+        return answer
+
+    async def _answer_from_l2(self, slug: str, kind: str, correlation_id: str) -> ThemeAnswer:
+        entry = await self._l2_reads.run(slug, lambda: self._read_l2(slug))
+        if entry is not None:
+            rendered = self._install(entry)
+            state = freshness(entry.fetched_at, self._clock.seconds(), self._settings.windows)
+            if state is FRESH:
+                return self._respond(rendered.answers[(kind, FRESH)])
+        else:
+            rendered = self._l1.get(slug)  # an expired entry is still the last good theme
+        self.refresh(slug, correlation_id)
+        if rendered is not None:
+            return self._respond(rendered.answers[(kind, STALE)])
+        return self._respond(DEFAULT_ANSWERS[kind])
+
+    async def _read_l2(self, slug: str) -> CachedTheme | None:
+        if self._l2 is None:
+            return None
+        try:
+            raw = await with_timeout(self._clock, self._l2.get(l2_key(slug)), self._settings.l2_timeout_s)
+        except Exception:  # timeout or Redis down: the request carries on without L2
+            self._metrics.cache_l2.labels("branding", "get", "error").inc()
+            return None
+        entry = decode_l2(raw)
+        if entry is None or entry.slug != slug:
+            self._metrics.cache_l2.labels("branding", "get", "miss").inc()
+            return None
+        self._metrics.cache_l2.labels("branding", "get", "hit").inc()
+        return entry
+
+    # -- filling ----------------------------------------------------------------------------------
+
+    def _install(self, entry: CachedTheme) -> RenderedTheme:
+        """Put ``entry`` in L1 unless L1 already holds something newer; evict the least recently used."""
+        current = self._l1.get(entry.slug)
+        if current is not None and current.entry.fetched_at > entry.fetched_at:
+            return current
+        rendered = RenderedTheme.build(entry)
+        self._l1[entry.slug] = rendered
+        self._l1.move_to_end(entry.slug)
+        while len(self._l1) > self._settings.max_entries:
+            self._l1.popitem(last=False)
+        return rendered
+
+    def refresh(self, slug: str, correlation_id: str = "") -> Deferred:
+        """Reload ``slug`` from the DB in the background, once per process and (with Redis) once per fleet.
+
+        The refresh is its own eliot action naming the correlation id of the request that caused it.
+        """
+        action = REFRESH(tenant=slug, trigger_correlation_id=correlation_id)
+        return self._refreshes.run(slug, lambda: traced(action, lambda: self._refresh(slug))).addErrback(
+            lambda failure: None)
+
+    async def _refresh(self, slug: str) -> None:
+        token = await self._acquire_lock(slug)
+        if token is False:
+            outcome = "lock_lost"
+        else:
+            try:
+                outcome = await self._reload(slug)
+            finally:
+                if isinstance(token, str):
+                    self._release_lock(slug, token)
+        self._metrics.cache_refresh.labels("branding", outcome).inc()
+        add_fields(outcome=outcome)
+
+    async def _reload(self, slug: str) -> str:
+        """Read the theme from the DB and store it everywhere; a failure leaves the cached entry alone."""
+        try:
+            theme = await with_timeout(self._clock, self._db.run_interaction(
+                "refresh_theme", tenant_store.load_theme_txn, slug), REFRESH_TIMEOUT_S)
+        except tenant_store.NotFound:
+            self._l1.pop(slug, None)
+            return "not_found"
+        except Exception:
+            write_failure(Failure())
+            return "error"
+        await self.store(slug, theme)
+        return "ok"
+
+    async def _acquire_lock(self, slug: str) -> str | bool | None:
+        """A token when we hold the fleet lock, False when another instance does, None without Redis."""
+        if self._l2 is None:
+            return None
+        token = self._new_token()
+        try:
+            acquired = await self._l2.set(lock_key(slug), token, px=LOCK_TTL_MS, nx=True)
+        except RedisUnavailable:
+            return None  # Redis down: refresh locally; SingleFlight still bounds it to one per process
+        return token if acquired else False
+
+    def _release_lock(self, slug: str, token: str) -> None:
+        assert self._l2 is not None
+        self._l2.compare_and_delete(lock_key(slug), token).addErrback(lambda failure: None)
+
+    async def store(self, slug: str, theme: Theme, *, publish: bool = True) -> None:
+        """Install a theme just read or saved: L1 now, then L2 and (after a save) the fleet invalidation."""
+        entry = CachedTheme(slug=slug, theme=theme, fetched_at=self._clock.seconds())
+        self._install(entry)
+        self._registry.add(slug)
+        if self._l2 is None:
+            return
+        value = encode_l2(entry)
+        try:
+            await self._l2.set(l2_key(slug), value, px=L2_TTL_MS)
+            if publish:
+                await self._l2.publish(INVALIDATION_CHANNEL, value)
+        except RedisUnavailable:
+            self._metrics.cache_l2.labels("branding", "set", "error").inc()
+
+    def on_invalidation(self, payload: str) -> None:
+        """A message from another instance: install the theme it carries (newest wins)."""
+        entry = decode_l2(payload)
+        if entry is None:
+            return
+        self._registry.add(entry.slug)
+        self._install(entry)
+
+    def mark_all_stale(self) -> None:
+        """After a pub/sub outage we may have missed saves: serve what we have, but revalidate it."""
+        cutoff = self._clock.seconds() - self._settings.windows.ttl_s
+        for slug, rendered in list(self._l1.items()):
+            if rendered.entry.fetched_at > cutoff:
+                self._l1[slug] = RenderedTheme.build(
+                    CachedTheme(slug, rendered.entry.theme, cutoff))
+
+    def warm(self) -> Deferred:
+        """Load every active tenant's theme in batches into L1 and L2 and refresh the registry."""
+        return traced(WARM(), self._warm)
+
+    async def _warm(self) -> int:
+        slugs: list[str] = []
+        after = ""
+        while True:
+            batch = await self._db.run_interaction(
+                "load_all_themes", tenant_store.load_all_themes_txn, after, WARM_BATCH)
+            now = self._clock.seconds()
+            writes = []
+            for slug, theme in batch:
+                slugs.append(slug)
+                entry = CachedTheme(slug=slug, theme=theme, fetched_at=now)
+                self._install(entry)
+                if self._l2 is not None:
+                    writes.append(self._l2.set(l2_key(slug), encode_l2(entry), px=L2_TTL_MS))
+            if writes:
+                await gatherResults(writes, consumeErrors=True).addErrback(
+                    lambda failure: self._metrics.cache_l2.labels("branding", "set", "error").inc())
+            if len(batch) < WARM_BATCH:
+                break
+            after = batch[-1][0]
+        self._registry.replace(slugs)
+        for slug in [s for s in self._l1 if not self._registry.is_known(s)]:
+            del self._l1[slug]
+        add_fields(tenants=len(slugs))
+        return len(slugs)
+
+    def __len__(self) -> int:
+        return len(self._l1)
