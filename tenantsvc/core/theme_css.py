@@ -17,14 +17,14 @@ CARD_SHADOW = {
     "minimal": "none",
 }
 CARD_BORDER = {"border": "1px solid var(--secondary-color)"}
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-_#:/?=&%+~@!$*;'")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-_#:/?=&%+~@!")
 
 
 def css_string(text: str) -> str:
     """A double-quoted CSS string with every character outside a small safe set hex-escaped."""
     out = []
     for ch in text:
-        if ch in _SAFE and ch not in "\"\\;'":
+        if ch in _SAFE:
             out.append(ch)
         else:
             out.append(f"\\{ord(ch):06x}")
