@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+from twisted.python.failure import Failure
 from eliot import Message, write_failure
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
+from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.web.server import Site
 
@@ -41,7 +43,7 @@ class OrderedMultiService(MultiService):
                 if isinstance(stopping, Deferred):
                     await stopping
             except Exception:
-                write_failure()
+                write_failure(Failure())
 
 
 @dataclass
@@ -61,11 +63,15 @@ class Components:
     readiness: Any = None
 
 
-def build_components(settings: Settings, reactor: Any) -> Components:
-    """Create the adapters and services (no listening, no loops): the part tests reuse."""
+def build_components(settings: Settings, reactor: Any, *,
+                     pool_factory: Callable[..., Any] = adbapi.ConnectionPool) -> Components:
+    """Create the adapters and services (no listening, no loops): the part tests reuse.
+
+    ``pool_factory`` builds the DB connection pool (``adbapi.ConnectionPool``; tests pass a threadless one).
+    """
     registry = CollectorRegistry()
     metrics = Metrics(registry, settings.role)
-    db = Database(settings, reactor)
+    db = Database(settings, reactor, pool_factory=pool_factory)
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
     tenant_registry = TenantRegistry()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable
 
+from twisted.python.failure import Failure
 from eliot import ActionType, Field, fields, start_task, write_failure
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
@@ -96,7 +97,7 @@ class RootResource:
             except ApiError as error:
                 return render_api_error(request, error)
             except Exception:
-                write_failure()
+                write_failure(Failure())
                 return render_api_error(request, internal_error(correlation_id))
 
     def _tenant_label(self, segments: list[bytes]) -> str:
