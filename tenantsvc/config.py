@@ -206,12 +206,14 @@ def parse_database_url(raw: str | None) -> PostgresTarget | SqliteTarget:
         raise ConfigError("DATABASE_URL has no database name")
     if "prepare_threshold" in options:
         raise ConfigError("DATABASE_URL must not set prepare_threshold (a psycopg3 option); use DB_PREPARE_THRESHOLD")
+    # user/password may also arrive as query parameters; keep them out of ``options`` (which is in repr).
+    query_user, query_password = options.pop("user", None), options.pop("password", None)
     return PostgresTarget(
         host=host,
         port=port,
         dbname=dbname,
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
+        user=unquote(parts.username) if parts.username else query_user,
+        password=unquote(parts.password) if parts.password else query_password,
         options=options,
     )
 

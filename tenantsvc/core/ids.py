@@ -11,7 +11,7 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 
 def is_valid_id(value: str | None) -> bool:
     """True for an inbound id we may echo: 1–64 of [A-Za-z0-9._-] (so never CRLF or markup)."""
-    return value is not None and bool(_REQUEST_ID.match(value))
+    return value is not None and bool(_REQUEST_ID.fullmatch(value))
 
 
 def trace_id_from_traceparent(header: str | None) -> str | None:

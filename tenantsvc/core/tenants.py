@@ -17,7 +17,7 @@ MAX_NAME_LENGTH = 100
 
 def is_valid_slug(slug: str) -> bool:
     """True when ``slug`` may name a tenant: 3–63 of [a-z0-9-], no leading/trailing hyphen, not reserved."""
-    return bool(SLUG_PATTERN.match(slug)) and slug not in RESERVED_SLUGS
+    return bool(SLUG_PATTERN.fullmatch(slug)) and slug not in RESERVED_SLUGS
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def parse_new_tenant(payload: Mapping[str, object]) -> NewTenant:
         errors["slug"] = "must be a string"
     elif slug in RESERVED_SLUGS:
         errors["slug"] = "is a reserved word"
-    elif not SLUG_PATTERN.match(slug):
+    elif not SLUG_PATTERN.fullmatch(slug):
         errors["slug"] = "must be 3-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen"
     name = check_text(errors, "name", payload.get("name"), min_len=1, max_len=MAX_NAME_LENGTH)
     if errors:

@@ -116,7 +116,7 @@ def parse_theme(payload: Mapping[str, object], base: Theme = DEFAULT_THEME) -> T
             continue
         value = payload[wire]
         if wire in COLOR_FIELDS:
-            if not isinstance(value, str) or not COLOR.match(value):
+            if not isinstance(value, str) or not COLOR.fullmatch(value):
                 errors[wire] = "must be a colour in the form #RRGGBB"
                 continue
             changes[attr] = value.upper()

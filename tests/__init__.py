@@ -1,0 +1,1 @@
+"""tenantsvc's test suite (a package so helpers import as ``tests.support.*``)."""

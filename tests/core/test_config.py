@@ -1,0 +1,181 @@
+"""Settings: every variable of DESIGN §4 is parsed, bad values name the variable, secrets stay out of repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantsvc.config import (
+    DEFAULT_SQLITE_PATH,
+    ConfigError,
+    PostgresTarget,
+    SqliteTarget,
+    load_settings,
+    parse_duration_ms,
+)
+
+ADMIN_TOKEN = "an-admin-token-of-some-length"
+
+FULL_ENV = {
+    "DATABASE_URL": "postgresql://app:db-secret@db.internal:6432/tenants?sslmode=require",
+    "REDIS_URL": "rediss://:redis-secret@cache.internal:6380/3",
+    "PROCESS_TYPE": "worker_odds",
+    "DB_WEB_POOL_MAX": "30",
+    "DB_WORKER_POOL_MAX": "4",
+    "DB_POOL_MIN": "3",
+    "DB_CONN_TIMEOUT": "2.5",
+    "DB_STATEMENT_TIMEOUT": "1500ms",
+    "DB_IDLE_IN_TRANSACTION_TIMEOUT": "1min",
+    "DB_PREPARE_THRESHOLD": "none",
+    "ENVIRONMENT": "staging",
+    "APP_VERSION": "2026.11.1",
+    "ADMIN_TOKEN": ADMIN_TOKEN,
+    "GOALSERVE_BASE_URL": "https://feeds.example.test/getfeed/",
+    "GOALSERVE_API_KEY": "goalserve-secret",
+    "PORT": "9090",
+    "LOG_FILE": "/tmp/tenantsvc.json",
+    "MAX_BODY_BYTES": "2048",
+}
+
+
+def test_every_design_variable_is_parsed():
+    settings = load_settings(FULL_ENV)
+    assert settings.database == PostgresTarget(host="db.internal", port=6432, dbname="tenants", user="app",
+                                                password="db-secret", options={"sslmode": "require"})
+    assert settings.redis is not None
+    assert (settings.redis.host, settings.redis.port, settings.redis.db) == ("cache.internal", 6380, 3)
+    assert settings.redis.password == "redis-secret" and settings.redis.tls
+    assert settings.role == "worker_odds"
+    assert (settings.db_web_pool_max, settings.db_worker_pool_max, settings.db_pool_min) == (30, 4, 3)
+    assert settings.db_conn_timeout_s == 2.5
+    assert settings.db_statement_timeout_ms == 1500
+    assert settings.db_idle_in_transaction_timeout_ms == 60_000
+    assert settings.environment == "staging"
+    assert settings.app_version == "2026.11.1"
+    assert settings.admin_token == ADMIN_TOKEN
+    assert settings.goalserve_base_url == "https://feeds.example.test/getfeed"
+    assert settings.goalserve_api_key == "goalserve-secret"
+    assert settings.listen == "tcp:9090"
+    assert settings.log_file == "/tmp/tenantsvc.json"
+    assert settings.max_body_bytes == 2048
+
+
+def test_defaults_are_the_embedded_laptop_setup():
+    settings = load_settings({})
+    assert settings.database == SqliteTarget(DEFAULT_SQLITE_PATH)
+    assert settings.redis is None
+    assert settings.role == "all" and settings.listen == "tcp:8080"
+    assert (settings.db_web_pool_max, settings.db_worker_pool_max, settings.db_pool_min) == (20, 5, 2)
+    assert settings.db_conn_timeout_s == 5.0
+    assert settings.db_statement_timeout_ms == 3000
+    assert settings.db_idle_in_transaction_timeout_ms == 5000
+    assert settings.environment == "development" and settings.is_development
+    assert settings.admin_token is None and settings.goalserve_api_key is None
+    assert settings.log_file is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("sqlite:///srv/data/t.db", "/srv/data/t.db"), ("sqlite:var/t.db", "var/t.db"), ("data/t.sqlite3", "data/t.sqlite3")],
+)
+def test_sqlite_database_urls(raw, expected):
+    assert load_settings({"DATABASE_URL": raw}).database == SqliteTarget(expected)
+
+
+def test_options_override_the_environment():
+    settings = load_settings({"PROCESS_TYPE": "web", "PORT": "9000"}, role="worker_settlement",
+                             listen="unix:/tmp/t.sock", demo=True)
+    assert (settings.role, settings.listen, settings.demo) == ("worker_settlement", "unix:/tmp/t.sock", True)
+
+
+def test_production_logs_to_a_file_by_default():
+    assert load_settings({"ENVIRONMENT": "production"}).log_file is not None
+
+
+@pytest.mark.parametrize(
+    ("raw", "milliseconds"),
+    [("3s", 3000), ("500ms", 500), ("1min", 60_000), ("250", 250), (" 2 s ", 2000), ("0", 0)],
+)
+def test_durations_follow_postgres_units(raw, milliseconds):
+    assert parse_duration_ms("DB_STATEMENT_TIMEOUT", raw) == milliseconds
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DB_STATEMENT_TIMEOUT", "abc"),
+        ("DB_STATEMENT_TIMEOUT", "-1s"),
+        ("DB_STATEMENT_TIMEOUT", "25h"),
+        ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "soon"),
+        ("DB_WEB_POOL_MAX", "0"),
+        ("DB_WEB_POOL_MAX", "many"),
+        ("DB_WORKER_POOL_MAX", "0"),
+        ("DB_POOL_MIN", "-1"),
+        ("DB_CONN_TIMEOUT", "abc"),
+        ("DB_CONN_TIMEOUT", "0"),
+        ("REDIS_URL", "ftp://x"),
+        ("REDIS_URL", "redis://cache:notaport/0"),
+        ("REDIS_URL", "redis://cache/99"),
+        ("DATABASE_URL", "postgresql://db:notaport/tenants"),
+        ("DATABASE_URL", "postgres:tenants"),
+        ("DATABASE_URL", "mysql://db/tenants"),
+        ("DATABASE_URL", "postgresql:///tenants"),
+        ("DATABASE_URL", "postgresql://db/"),
+        ("DATABASE_URL", "sqlite://relative"),
+        ("DATABASE_URL", "postgresql://db/tenants?prepare_threshold=5"),
+        ("DB_PREPARE_THRESHOLD", "5"),
+        ("ADMIN_TOKEN", "short"),
+        ("PORT", "70000"),
+        ("PORT", "http"),
+        ("ENVIRONMENT", "prod"),
+        ("PROCESS_TYPE", "scheduler"),
+        ("GOALSERVE_BASE_URL", "ftp://feeds.example.test"),
+        ("MAX_BODY_BYTES", "1"),
+    ],
+)
+def test_bad_value_raises_config_error_naming_the_variable(variable, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    assert variable in str(caught.value)
+
+
+def test_database_url_error_does_not_echo_the_password():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DATABASE_URL": "postgresql://app:db-secret@db:notaport/tenants"})
+    assert "db-secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("role", "expected_max"),
+    [("all", 30), ("web", 30), ("worker_odds", 4), ("worker_settlement", 4)],
+)
+def test_pool_size_follows_the_role(role, expected_max):
+    settings = load_settings({"DB_WEB_POOL_MAX": "30", "DB_WORKER_POOL_MAX": "4", "DB_POOL_MIN": "2"}, role=role)
+    assert settings.pool_max == expected_max
+    assert settings.pool_min == 2
+
+
+def test_pool_minimum_never_exceeds_the_ceiling():
+    settings = load_settings({"DB_WORKER_POOL_MAX": "2", "DB_POOL_MIN": "8"}, role="worker_odds")
+    assert (settings.pool_max, settings.pool_min) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://app:db-secret@db.internal/tenants",
+        "postgresql://db.internal/tenants?user=app&password=db-secret",
+    ],
+)
+def test_secrets_stay_out_of_repr_and_descriptions(database_url):
+    env = dict(FULL_ENV, DATABASE_URL=database_url)
+    settings = load_settings(env)
+    assert settings.database.password == "db-secret"
+    shown = repr(settings) + settings.database.describe() + (settings.redis.describe() if settings.redis else "")
+    for secret in ("db-secret", "redis-secret", ADMIN_TOKEN, "goalserve-secret"):
+        assert secret not in shown
+
+
+def test_settings_are_frozen():
+    settings = load_settings({})
+    with pytest.raises(AttributeError):
+        settings.role = "web"  # type: ignore[misc]

@@ -1,0 +1,1 @@
+"""Tests against real Postgres, PgBouncer and Redis servers started by the session fixtures."""
