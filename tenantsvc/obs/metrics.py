@@ -92,27 +92,7 @@ class Metrics:
         inc = self._request_children.get(key)
         if inc is None:
             inc = self.http_requests.labels(*key).inc
-            self.cache_hits = Counter("cache_hits_total", "In-process cache hits (fresh or stale).", ["cache"],
-                                  registry=registry)
-        self.cache_misses = Counter("cache_misses_total", "In-process cache misses.", ["cache"], registry=registry)
-        self.cache_responses = Counter(
-            "cache_responses_total", "Cached answers by result (fresh, stale, default).", ["cache", "result"],
-            registry=registry,
-        )
-        self.cache_entries = Gauge("cache_entries", "Entries held in the in-process cache.", ["cache"],
-                                   registry=registry)
-        self.cache_l2 = Counter(
-            "cache_l2_operations_total", "Shared (Redis) cache operations by outcome.", ["cache", "op", "outcome"],
-            registry=registry,
-        )
-        self.cache_refresh = Counter(
-            "cache_refresh_total", "Background cache refreshes by outcome.", ["cache", "outcome"], registry=registry,
-        )
-        self.singleflight_shared = Counter(
-            "singleflight_shared_total", "Callers that joined work already in flight instead of starting it.",
-            ["name"], registry=registry,
-        )
-        self._request_children[key] = inc
+            self._request_children[key] = inc
         inc()
         observe = self._duration_children.get((method, endpoint))
         if observe is None:
