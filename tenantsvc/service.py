@@ -141,15 +141,17 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         if settings.serves_web:
             await components.themes.warm()
 
+    warmed: Deferred = Deferred()  # fires when the start-up work is over, whatever its outcome
+
     def start_after_migrations() -> None:
-        ensureDeferred(after_migrations()).addErrback(write_failure)
+        ensureDeferred(after_migrations()).addErrback(write_failure).addBoth(warmed.callback)
 
     reactor.callWhenRunning(start_after_migrations)
 
     if settings.serves_web:
         build_web(components, reactor, redis)
         WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
-                   readiness=components.readiness).setServiceParent(top)
+                   readiness=components.readiness, warmed=warmed).setServiceParent(top)
         LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=THEME_WARM_INTERVAL_S,
                       metrics=components.metrics, run_now=False).setServiceParent(top)
     for worker in ("worker_odds", "worker_settlement"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from typing import Any
 
 from twisted.python import usage
 
@@ -46,4 +48,27 @@ def makeService(options: Options):  # noqa: N802 - twistd's name
 
     from tenantsvc.service import build_service
 
+    reactor.callWhenRunning(stop_on_sigterm_with_exit_status_0, reactor)
     return build_service(settings, reactor)
+
+
+def stop_on_sigterm_with_exit_status_0(reactor: Any) -> None:
+    """Make SIGTERM a graceful stop after which twistd exits with status 0.
+
+    SIGTERM is how Fly.io and every supervisor ask for the drain; twistd's own handler runs the same
+    clean shutdown but then re-raises the signal, so the process dies "killed by SIGTERM" (status 143)
+    and looks like a crash. Installed once the reactor runs, replacing twistd's handler; like it, the
+    handler only schedules ``reactor.stop`` on the reactor thread.
+    """
+    from twisted.internet.error import ReactorNotRunning
+
+    from tenantsvc.obs.logging import log_message
+
+    def stop() -> None:
+        log_message("tenantsvc:shutdown", signal="SIGTERM")
+        try:
+            reactor.stop()
+        except ReactorNotRunning:  # a second SIGTERM during the drain changes nothing
+            pass
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))

@@ -46,6 +46,12 @@ def _only_get(request: Any) -> None:
         raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
 
 
+def _no_subpath(segments: list[bytes]) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` have no children: ``/metrics/x`` is 404, not the metrics."""
+    if len(segments) != 1:
+        raise ApiError(404, "not_found", "no such route")
+
+
 def operational_handlers(
     *,
     clock: Any,
@@ -59,20 +65,21 @@ def operational_handlers(
     def healthz(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/healthz"
         _only_get(request)
-        if len(segments) != 1:
-            raise ApiError(404, "not_found", "no such route")
+        _no_subpath(segments)
         return respond_json(request, 200, {"ok": True, "status": "ok", "version": version,
                                            "timestamp": _iso_now(clock)}, {"Cache-Control": NO_STORE})
 
     def readyz(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/readyz"
         _only_get(request)
+        _no_subpath(segments)
         status = 200 if readiness.ready else 503
         return respond_json(request, status, {"status": readiness.state}, {"Cache-Control": NO_STORE})
 
     def metrics(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/metrics"
         _only_get(request)
+        _no_subpath(segments)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", NO_STORE.encode("ascii"))
         return generate_latest(registry)

@@ -7,7 +7,7 @@ from typing import Any
 
 from eliot import Message
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
@@ -15,21 +15,32 @@ from tenantsvc.web.health import Readiness
 from tenantsvc.web.root import RootResource
 
 DRAIN_POLL_S = 0.05
+WARM_UP_GRACE_S = 10.0
 
 
 class WebService(Service):
-    """Starts listening, marks the process ready; on stop goes not-ready, stops accepting, waits for in-flight."""
+    """Starts listening, marks the process ready; on stop goes not-ready, stops accepting, waits for in-flight.
+
+    With ``warmed`` (a Deferred that fires when start-up work such as the first theme warm is done,
+    successfully or not) the process becomes ready only once it has fired, or after ``warm_up_grace_s``
+    at most, so a load balancer never routes to an instance that would answer every tenant with the
+    default theme, while a database that is down at start-up still cannot keep it unready.
+    """
 
     name = "web"
 
     def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
-                 drain_timeout_s: float = 10.0):
+                 drain_timeout_s: float = 10.0, warmed: Deferred | None = None,
+                 warm_up_grace_s: float = WARM_UP_GRACE_S):
         self._reactor = reactor
         self._listen = listen
         self._site = site
         self._root = root
         self._readiness = readiness
         self._drain_timeout_s = drain_timeout_s
+        self._warmed = warmed
+        self._warm_up_grace_s = warm_up_grace_s
+        self._grace: Any = None
         self.port: Any = None
 
     def startService(self) -> None:
@@ -40,10 +51,24 @@ class WebService(Service):
 
     def _listening(self, port: Any) -> None:
         self.port = port
-        self._readiness.started = True
         address = port.getHost()
         Message.log(message_type="tenantsvc:web:listening", address=str(getattr(address, "host", address)),
                     port=getattr(address, "port", 0))
+        if self._warmed is None:
+            self._ready("listening")
+            return
+        self._grace = self._reactor.callLater(self._warm_up_grace_s, self._ready, "warm_up_grace_expired")
+
+        def warmed(_: object) -> None:
+            if self._grace.active():
+                self._grace.cancel()
+                self._ready("warmed")
+
+        self._warmed.addBoth(warmed)
+
+    def _ready(self, reason: str) -> None:
+        self._readiness.started = True
+        Message.log(message_type="tenantsvc:web:ready", reason=reason)
 
     def _cannot_listen(self, failure: Any) -> None:
         sys.stderr.write(f"tenantsvc: cannot listen on {self._listen}: {failure.getErrorMessage()}\n")
@@ -53,11 +78,13 @@ class WebService(Service):
         """Drain: readiness 503, close the listener, wait (bounded) for in-flight requests."""
         super().stopService()
         self._readiness.draining = True
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
         return ensureDeferred(self._drain())
 
     async def _drain(self) -> None:
         if self.port is not None:
-            await self.port.stopListening()
+            await maybeDeferred(self.port.stopListening)  # IListeningPort may return None
         waited = 0.0
         while self._root.in_flight > 0 and waited < self._drain_timeout_s:
             await _sleep(self._reactor, DRAIN_POLL_S)

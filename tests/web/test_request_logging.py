@@ -1,0 +1,67 @@
+"""Request logging: one eliot task per request, its context fields, DB work nested inside, as ``eliot-tree`` shows."""
+
+from __future__ import annotations
+
+import json
+
+from eliot.json import json_default
+from eliot.testing import LoggedAction
+
+from tenantsvc.adapters.db.pool import DB_INTERACTION
+from tests.support.web_harness import logged_request, render_eliot_tree
+
+
+def test_a_request_is_one_task_with_its_context_and_the_db_interaction_nested(harness, eliot_logger):
+    response = harness.admin("POST", "/admin/api/tenants", json={"slug": "acme", "name": "Acme"},
+                             headers={"X-Correlation-ID": "corr-1", "X-Request-ID": "req-1"})
+    task = logged_request(eliot_logger.messages, "corr-1")
+    assert task.start_message["task_level"] == [1], "the request must be a task, not part of another one"
+    assert {key: task.start_message[key] for key in ("correlation_id", "request_id", "tenant", "method", "path")} == {
+        "correlation_id": "corr-1", "request_id": "req-1", "tenant": "", "method": "POST",
+        "path": "/admin/api/tenants"}
+    assert task.succeeded and task.end_message["status"] == response.status == 201
+    (interaction,) = [child for child in task.descendants() if isinstance(child, LoggedAction)
+                      and child.start_message["action_type"] == DB_INTERACTION.action_type]
+    assert interaction.start_message["name"] == "insert_tenant"
+    assert interaction.succeeded and {"wait_ms", "hold_ms"} <= interaction.end_message.keys()
+
+
+def test_a_public_request_logs_its_known_tenant(harness, eliot_logger):
+    harness.create_tenant("acme")
+    harness.get("/acme/api/public/load-theme", headers={"X-Correlation-ID": "corr-2"})
+    task = logged_request(eliot_logger.messages, "corr-2")
+    assert (task.start_message["tenant"], task.end_message["status"]) == ("acme", 200)
+    assert task.start_message["path"] == "/acme/api/public/load-theme"
+
+
+def test_eliot_tree_renders_the_db_interaction_inside_the_request_task(harness, eliot_logger, tmp_path):
+    harness.create_tenant("acme")
+    eliot_logger.reset()
+    harness.admin("PUT", "/admin/api/tenants/acme/theme", json={"primaryColor": "#000000"},
+                  headers={"X-Correlation-ID": "corr-tree", "X-Request-ID": "req-tree"})
+    eliot_logger.validate()  # also serialises the messages in place
+    log_file = tmp_path / "request.log"
+    log_file.write_text("".join(json.dumps(message, default=json_default) + "\n"
+                                for message in eliot_logger.messages))
+    task_uuid = logged_request(eliot_logger.messages, "corr-tree").start_message["task_uuid"]
+
+    rendered = render_eliot_tree(log_file, "--task-uuid", task_uuid)
+    lines = rendered.splitlines()
+
+    def first_line(*parts: str) -> int:
+        """Index of the first rendered line containing every one of ``parts``."""
+        return next(i for i, line in enumerate(lines) if all(part in line for part in parts))
+
+    def depth(index: int) -> int:
+        """How deep in the tree the rendered line ``index`` is drawn."""
+        return len(lines[index]) - len(lines[index].lstrip(" |"))
+
+    request_start = first_line("tenantsvc:http:request/1 ", "=> started")
+    request_end = first_line("tenantsvc:http:request/", "=> succeeded")
+    db_start = first_line("tenantsvc:db:interaction/", "=> started")
+    assert request_start < db_start < request_end, rendered
+    assert depth(db_start) > depth(request_start), rendered
+    assert "name: save_theme" in lines[db_start + 1], rendered
+    request_fields = {line.strip(" |+-`") for line in lines[request_start + 1:db_start]}
+    assert {"correlation_id: corr-tree", "request_id: req-tree", "method: PUT",
+            "path: /admin/api/tenants/acme/theme", "tenant:"} <= request_fields, rendered
