@@ -92,6 +92,13 @@ class Settings:
     goalserve_api_key: str | None = field(default=None, repr=False)
     log_file: str | None = None
     max_body_bytes: int = 64 * 1024
+    redis_timeout_s: float = 0.5
+    theme_cache_ttl_s: float = 300.0
+    theme_cache_swr_s: float = 60.0
+    theme_cache_max_entries: int = 10_000
+    theme_l2_timeout_s: float = 0.05
+    theme_warm_interval_s: float = 300.0
+    access_log_sample_rate: float = 0.01
 
     @property
     def serves_web(self) -> bool:
@@ -157,6 +164,23 @@ def _duration_ms(env: Mapping[str, str], name: str, default: int) -> int:
     if raw is None or raw.strip() == "":
         return default
     return parse_duration_ms(name, raw)
+
+
+def _too_small(name: str) -> float:
+    raise ConfigError(f"{name} must be at least 1ms")
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be between 0 and 1, got {raw!r}")
+    return value
 
 
 def _prepare_threshold(env: Mapping[str, str]) -> None:
@@ -303,4 +327,11 @@ def load_settings(
         goalserve_api_key=env.get("GOALSERVE_API_KEY") or None,
         log_file=log_file,
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
+        redis_timeout_s=_duration_ms(env, "REDIS_TIMEOUT", 500) / 1000.0 or _too_small("REDIS_TIMEOUT"),
+        theme_cache_ttl_s=_seconds(env, "THEME_CACHE_TTL", 300.0, 1.0, 86400.0),
+        theme_cache_swr_s=_seconds(env, "THEME_CACHE_SWR", 60.0, 0.0, 86400.0),
+        theme_cache_max_entries=_int(env, "THEME_CACHE_MAX_ENTRIES", 10_000, 10, 10_000_000),
+        theme_l2_timeout_s=_duration_ms(env, "THEME_L2_TIMEOUT", 50) / 1000.0 or _too_small("THEME_L2_TIMEOUT"),
+        theme_warm_interval_s=_seconds(env, "THEME_WARM_INTERVAL", 300.0, 5.0, 86400.0),
+        access_log_sample_rate=_fraction(env, "ACCESS_LOG_SAMPLE_RATE", 0.01),
     )

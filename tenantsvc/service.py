@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.python.failure import Failure
-from eliot import Message, write_failure
+from eliot import log_message, write_failure
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.web.server import Site
 
 from tenantsvc.adapters.db.pool import Database
 from tenantsvc.adapters.db.service import DatabaseService
@@ -22,9 +21,9 @@ from tenantsvc.services.demo import ensure_demo_tenant
 from tenantsvc.services.health import HealthReport
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.tenants import TenantService
-from tenantsvc.services.themes import ThemeService
+from tenantsvc.core.theme_cache_rules import CacheWindows
+from tenantsvc.services.theme_cache import INVALIDATION_CHANNEL, ThemeCache, ThemeCacheSettings
 
-THEME_WARM_INTERVAL_S = 60.0
 IDLE_WORKER_INTERVAL_S = 30.0
 
 
@@ -56,18 +55,21 @@ class Components:
     db: Database
     db_service: DatabaseService
     tenant_registry: TenantRegistry
-    themes: ThemeService
+    themes: ThemeCache
     tenants: TenantService
+    redis: Any = None
+    subscriber: Any = None
     root: Any = None
     site: Any = None
     readiness: Any = None
 
 
 def build_components(settings: Settings, reactor: Any, *,
-                     pool_factory: Callable[..., Any] = adbapi.ConnectionPool) -> Components:
+                     pool_factory: Callable[..., Any] = adbapi.ConnectionPool, l2: Any = None) -> Components:
     """Create the adapters and services (no listening, no loops): the part tests reuse.
 
-    ``pool_factory`` builds the DB connection pool (``adbapi.ConnectionPool``; tests pass a threadless one).
+    ``pool_factory`` builds the DB connection pool (``adbapi.ConnectionPool``; tests pass a threadless one);
+    ``l2`` replaces the Redis client built from ``REDIS_URL`` (tests pass the in-memory store).
     """
     registry = CollectorRegistry()
     metrics = Metrics(registry, settings.role)
@@ -75,26 +77,43 @@ def build_components(settings: Settings, reactor: Any, *,
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
     tenant_registry = TenantRegistry()
-    themes = ThemeService(db, tenant_registry)
-    tenants = TenantService(db, tenant_registry, themes)
+    redis = l2
+    if redis is None and settings.redis is not None:
+        from tenantsvc.adapters.redis import RedisClient
+
+        redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
+    themes = ThemeCache(
+        clock=reactor, db=db, registry=tenant_registry, metrics=metrics, l2=redis,
+        settings=ThemeCacheSettings(CacheWindows(settings.theme_cache_ttl_s, settings.theme_cache_swr_s),
+                                    settings.theme_cache_max_entries, settings.theme_l2_timeout_s),
+    )
+    subscriber = None
+    if settings.redis is not None and l2 is None:
+        from tenantsvc.adapters.redis import RedisSubscriber
+
+        subscriber = RedisSubscriber(settings.redis, INVALIDATION_CHANNEL, themes.on_invalidation,
+                                     lambda first: None if first else themes.mark_all_stale())
+    tenants = TenantService(db, themes)
     return Components(settings=settings, registry=registry, metrics=metrics, db=db,
                       db_service=DatabaseService(db, reactor), tenant_registry=tenant_registry,
-                      themes=themes, tenants=tenants)
+                      themes=themes, tenants=tenants, redis=redis, subscriber=subscriber)
 
 
-def build_web(components: Components, reactor: Any, redis: Any = None) -> None:
+def build_web(components: Components, reactor: Any) -> None:
     """Build the root resource and Site for ``components`` (imports Klein, so only once a reactor is chosen)."""
     from tenantsvc.web.admin import AdminApi
     from tenantsvc.web.health import Readiness, operational_handlers
     from tenantsvc.web.public_theme import public_theme_handler
     from tenantsvc.web.request import TenantRequest
     from tenantsvc.web.root import RootResource
+    from tenantsvc.web.server import QuietSite
     from tenantsvc.web.tenant_api import TenantApi
 
     settings = components.settings
     readiness = Readiness()
+    redis = components.redis
     report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
-                          redis_ping=redis.ping if redis is not None else None)
+                          redis_ping=redis.ping if hasattr(redis, "ping") else None)
     root = RootResource(
         clock=reactor,
         metrics=components.metrics,
@@ -105,7 +124,7 @@ def build_web(components: Components, reactor: Any, redis: Any = None) -> None:
         admin=AdminApi(components.tenants, settings.admin_token).app.resource(),
         tenant_api=TenantApi().app.resource(),
     )
-    site = Site(root)
+    site = QuietSite(root, reactor=reactor)
     site.displayTracebacks = False
     site.requestFactory = _request_factory(settings.max_body_bytes, TenantRequest)
     components.root, components.site, components.readiness = root, site, readiness
@@ -124,13 +143,10 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     LoggingService(reactor, settings.log_file).setServiceParent(top)
     components = build_components(settings, reactor)
     components.db_service.setServiceParent(top)
-    redis = None
-    if settings.redis is not None:
-        from tenantsvc.adapters.redis import RedisClient
-
-        redis = RedisClient(settings.redis, reactor)
-        redis.setServiceParent(top)
-    Message.log(message_type="tenantsvc:startup", role=settings.role, listen=settings.listen,
+    for redis_service in (components.redis, components.subscriber):
+        if redis_service is not None:
+            redis_service.setServiceParent(top)
+    log_message("tenantsvc:startup", role=settings.role, listen=settings.listen,
                 database=settings.database.describe(),
                 redis=settings.redis.describe() if settings.redis else None, demo=settings.demo)
 
@@ -149,10 +165,10 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     reactor.callWhenRunning(start_after_migrations)
 
     if settings.serves_web:
-        build_web(components, reactor, redis)
+        build_web(components, reactor)
         WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
                    readiness=components.readiness, warmed=warmed).setServiceParent(top)
-        LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=THEME_WARM_INTERVAL_S,
+        LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=settings.theme_warm_interval_s,
                       metrics=components.metrics, run_now=False).setServiceParent(top)
     for worker in ("worker_odds", "worker_settlement"):
         if settings.role in ("all", worker):

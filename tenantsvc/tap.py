@@ -62,7 +62,7 @@ def stop_on_sigterm_with_exit_status_0(reactor: Any) -> None:
     """
     from twisted.internet.error import ReactorNotRunning
 
-    from tenantsvc.obs.logging import log_message
+    from eliot import log_message
 
     def stop() -> None:
         log_message("tenantsvc:shutdown", signal="SIGTERM")

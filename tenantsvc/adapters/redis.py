@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from eliot import Message
+from eliot import log_message
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
@@ -155,8 +155,8 @@ class RedisSubscriber(Service):
         def build_and_subscribe(addr: Any) -> Any:
             protocol = build(addr)
             protocol.whenConnected().addCallback(lambda p: p.subscribe(self._channel)).addCallbacks(
-                self._subscribed, lambda failure: Message.log(
-                    message_type="tenantsvc:redis:subscribe_failed", error=failure.getErrorMessage()))
+                self._subscribed, lambda failure: log_message(
+                    "tenantsvc:redis:subscribe_failed", error=failure.getErrorMessage()))
             return protocol
 
         factory.buildProtocol = build_and_subscribe

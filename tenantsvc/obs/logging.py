@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from eliot import FileDestination, Message, MessageType, fields, write_failure
+from eliot import FileDestination, MessageType, fields, write_failure
 from eliot.logwriter import ThreadedWriter
 from twisted.application.service import Service
 from twisted.logger import ILogObserver, LogLevel, formatEvent
@@ -70,18 +70,14 @@ def _forward_to_eliot(event: dict[str, Any]) -> None:
         write_failure(failure)
         return
     level = event.get("log_level")
-    TWISTED_LOG(
+    TWISTED_LOG.log(
         log_level=level.name if isinstance(level, type(LogLevel.info)) else "info",
         text=(formatEvent(event) or "")[:4000],
         log_namespace=str(event.get("log_namespace", "")),
-    ).write()
+    )
 
 
 def twisted_observer() -> ILogObserver:
     """``twistd --logger=tenantsvc.obs.logging.twisted_observer``: Twisted's log events become eliot messages."""
     return _forward_to_eliot
 
-
-def log_message(message_type: str, **fields_: Any) -> None:
-    """Write a one-off eliot message (for places without a declared type, such as start-up banners)."""
-    Message.log(message_type=message_type, **fields_)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from eliot import start_action
-
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
@@ -14,8 +12,7 @@ from tenantsvc.core.tenants import parse_new_tenant
 from tenantsvc.core.theme import DEFAULT_THEME, Theme, parse_theme
 from tenantsvc.core.validation import ValidationFailed, check_text, check_unknown_fields
 from tenantsvc.services.errors import Conflict, NotFoundError
-from tenantsvc.services.registry import TenantRegistry
-from tenantsvc.services.themes import ThemeService
+from tenantsvc.services.theme_cache import ThemeCache
 
 MAX_CREDIT_CENTS = 10**11  # one billion in major units: anything larger is a typo
 MAX_REASON_LENGTH = 200
@@ -40,9 +37,8 @@ def parse_credit(payload: Mapping[str, Any]) -> tuple[int, str]:
 class TenantService:
     """Admin operations on tenants; writes are shielded from client disconnects."""
 
-    def __init__(self, db: InteractionRunner, registry: TenantRegistry, themes: ThemeService):
+    def __init__(self, db: InteractionRunner, themes: ThemeCache):
         self._db = db
-        self._registry = registry
         self._themes = themes
 
     async def create_tenant(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,8 +51,7 @@ class TenantService:
             if violation.kind == "unique":
                 raise Conflict("tenant_exists", f"a tenant with slug {new.slug!r} already exists") from None
             raise
-        self._registry.add(new.slug)
-        self._themes.remember(new.slug, DEFAULT_THEME)
+        await self._themes.store(new.slug, DEFAULT_THEME)  # registry, L1, L2 and the fleet learn of it
         return tenant
 
     async def list_tenants(self) -> list[dict[str, Any]]:
@@ -73,12 +68,11 @@ class TenantService:
     async def save_theme(self, slug: str, payload: Mapping[str, Any]) -> Theme:
         """Validate and store a full theme (absent keys take the defaults), then update the public cache."""
         theme = parse_theme(payload, DEFAULT_THEME)
-        with start_action(action_type="tenantsvc:themes:save", tenant=slug):
-            try:
-                await shield(self._db.run_interaction("save_theme", tenant_store.save_theme_txn, slug, theme))
-            except tenant_store.NotFound:
-                raise NotFoundError(f"no tenant {slug!r}") from None
-        self._themes.remember(slug, theme)
+        try:
+            await shield(self._db.run_interaction("save_theme", tenant_store.save_theme_txn, slug, theme))
+        except tenant_store.NotFound:
+            raise NotFoundError(f"no tenant {slug!r}") from None
+        await self._themes.store(slug, theme)  # write-through to L2 and invalidate every instance's L1
         return theme
 
     async def credit(

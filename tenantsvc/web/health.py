@@ -12,7 +12,7 @@ from typing import Any, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
-from tenantsvc.web.root import Handler, finish_later
+from tenantsvc.web.plain import Handler, finish_later
 
 NO_STORE = "no-store"
 

@@ -1,42 +1,56 @@
-"""``GET /<tenant>/api/public/load-theme``: the hottest path, served from memory without Klein or the DB.
+"""``GET /<tenant>/api/public/load-theme`` and ``…/theme.css``: the hottest paths, served without Klein or the DB.
 
-Each cache entry already holds its body bytes and ETag, so a hit is a dictionary lookup and a write.
+A cache hit is a dictionary lookup and a write of bytes computed when the entry was filled; only an
+L1 miss waits (briefly, bounded) for Redis.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from tenantsvc.core.http_cache import not_modified
-from tenantsvc.services.themes import ThemeService
+from tenantsvc.services.theme_cache import CSS, JSON, ThemeAnswer, ThemeCache
 from tenantsvc.web.errors import ApiError
+from tenantsvc.web.plain import Handler, finish_later
 
-JSON_TYPE = b"application/json"
-ENDPOINT_LABEL = "/<tenant>/api/public/load-theme"
+ROUTES = {
+    b"load-theme": (JSON, "/<tenant>/api/public/load-theme", b"application/json"),
+    b"theme.css": (CSS, "/<tenant>/api/public/theme.css", b"text/css; charset=utf-8"),
+}
 
 
-def public_theme_handler(themes: ThemeService) -> Any:
-    """Build the handler the root resource calls for load-theme requests."""
+def is_public_theme_path(segments: list[bytes]) -> bool:
+    """True for ``/<tenant>/api/public/load-theme`` and ``/<tenant>/api/public/theme.css``."""
+    return len(segments) == 4 and segments[1] == b"api" and segments[2] == b"public" and segments[3] in ROUTES
 
-    def load_theme(request: Any, segments: list[bytes]) -> bytes:
-        request.endpoint_label = ENDPOINT_LABEL
+
+def public_theme_handler(cache: ThemeCache) -> Handler:
+    """Build the handler the root resource calls for the public theme routes."""
+
+    def serve(request: Any, segments: list[bytes]) -> Any:
+        kind, label, content_type = ROUTES[segments[3]]
+        request.endpoint_label = label
         if request.method not in (b"GET", b"HEAD"):
             raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
-        answer = themes.public_answer(segments[0].decode("ascii"))
-        if answer is None:
+        result = cache.answer(segments[0].decode("ascii"), kind, request.correlation_id)
+        if result is None:
             raise ApiError(404, "unknown_tenant", "no such tenant")
-        request.setHeader(b"Cache-Control", answer.cache_control)
-        request.setHeader(b"ETag", answer.etag)
-        request.setHeader(b"Cache-Status", answer.cache_status)
-        if not_modified(_if_none_match(request), answer.etag_text):
-            request.setResponseCode(304)
-            return b""
-        request.setHeader(b"Content-Type", JSON_TYPE)
-        return answer.body
+        if isinstance(result, Deferred):
+            return finish_later(request, result, lambda answer: _write(request, answer, content_type))
+        return _write(request, result, content_type)
 
-    return load_theme
+    return serve
 
 
-def _if_none_match(request: Any) -> str | None:
-    value = request.getHeader(b"if-none-match")
-    return value.decode("latin-1") if value is not None else None
+def _write(request: Any, answer: ThemeAnswer, content_type: bytes) -> bytes:
+    request.setHeader(b"Cache-Control", answer.cache_control)
+    request.setHeader(b"ETag", answer.etag)
+    request.setHeader(b"Cache-Status", answer.cache_status)
+    if_none_match = request.getHeader(b"if-none-match")
+    if if_none_match is not None and not_modified(if_none_match.decode("latin-1"), answer.etag_text):
+        request.setResponseCode(304)
+        return b""
+    request.setHeader(b"Content-Type", content_type)
+    return answer.body

@@ -9,16 +9,17 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable
 
+from eliot import ActionType, Field, fields, write_failure
 from twisted.python.failure import Failure
-from eliot import ActionType, Field, fields, start_task, write_failure
 from twisted.web.resource import IResource
-from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from tenantsvc.core.ids import choose_ids
 from tenantsvc.core.tenants import is_valid_slug
 from tenantsvc.obs.metrics import NO_TENANT, UNKNOWN_TENANT, Metrics
 from tenantsvc.web.errors import ApiError, internal_error, render_api_error
+from tenantsvc.web.plain import Handler
+from tenantsvc.web.public_theme import is_public_theme_path
 
 HTTP_REQUEST = ActionType(
     "tenantsvc:http:request",
@@ -29,7 +30,6 @@ HTTP_REQUEST = ActionType(
 )
 MAX_LOGGED_PATH = 512
 
-Handler = Callable[[Any, list[bytes]], Any]
 
 
 def _new_id() -> str:
@@ -117,7 +117,7 @@ class RootResource:
             return self._admin.render(request)
         if not is_valid_slug(first.decode("latin-1")):
             raise ApiError(404, "not_found", "no such tenant or route")
-        if len(segments) == 4 and segments[1:] == [b"api", b"public", b"load-theme"]:
+        if is_public_theme_path(segments):
             return self._public_theme(request, segments)
         return self._tenant_api.render(request)
 
@@ -134,22 +134,3 @@ class RootResource:
 def _header(request: Any, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
-
-
-def finish_later(request: Any, deferred: Any, render: Callable[[Any], bytes]) -> Any:
-    """Serve an asynchronous plain-twisted.web answer: write ``render(result)`` when ``deferred`` fires."""
-
-    def write(result: Any) -> None:
-        body = render(result)
-        if not request.finished and not request._disconnected:
-            request.write(body)
-            request.finish()
-
-    def failed(failure: Any) -> None:
-        write_failure(failure)
-        if not request.finished and not request._disconnected:
-            request.write(render_api_error(request, internal_error(request.correlation_id)))
-            request.finish()
-
-    deferred.addCallback(write).addErrback(failed)
-    return NOT_DONE_YET

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from eliot import Message
+from eliot import log_message
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -16,6 +16,13 @@ from tenantsvc.web.root import RootResource
 
 DRAIN_POLL_S = 0.05
 WARM_UP_GRACE_S = 10.0
+
+
+class QuietSite(Site):
+    """A Site without Twisted's per-request access log line: the root resource logs requests with eliot."""
+
+    def log(self, request: Any) -> None:
+        """Access logging happens in ``RootResource`` (one eliot task per request)."""
 
 
 class WebService(Service):
@@ -52,7 +59,7 @@ class WebService(Service):
     def _listening(self, port: Any) -> None:
         self.port = port
         address = port.getHost()
-        Message.log(message_type="tenantsvc:web:listening", address=str(getattr(address, "host", address)),
+        log_message("tenantsvc:web:listening", address=str(getattr(address, "host", address)),
                     port=getattr(address, "port", 0))
         if self._warmed is None:
             self._ready("listening")
@@ -68,7 +75,7 @@ class WebService(Service):
 
     def _ready(self, reason: str) -> None:
         self._readiness.started = True
-        Message.log(message_type="tenantsvc:web:ready", reason=reason)
+        log_message("tenantsvc:web:ready", reason=reason)
 
     def _cannot_listen(self, failure: Any) -> None:
         sys.stderr.write(f"tenantsvc: cannot listen on {self._listen}: {failure.getErrorMessage()}\n")
@@ -89,7 +96,7 @@ class WebService(Service):
         while self._root.in_flight > 0 and waited < self._drain_timeout_s:
             await _sleep(self._reactor, DRAIN_POLL_S)
             waited += DRAIN_POLL_S
-        Message.log(message_type="tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited)
+        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited)
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred:

@@ -21,7 +21,7 @@ def test_the_demo_tenant_serves_its_non_default_theme(demo_service):
     answer = http("GET", demo_service.url("/demo/api/public/load-theme"))
     assert answer.status == 200
     assert answer.json() == DEMO_THEME.to_wire() != DEFAULT_THEME.to_wire()
-    assert answer.headers["Cache-Control"] == "public, max-age=300, stale-while-revalidate=60"
+    assert answer.headers["Cache-Control"] == "public, max-age=300, stale-while-revalidate=60, stale-if-error=86400"
     assert answer.headers["X-Correlation-ID"] and answer.headers["X-Request-ID"]
 
 

@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.errors import IntegrityViolation, InteractionAbandoned, StatementTimeout
 from tenantsvc.core.theme import DEFAULT_THEME, parse_theme
+from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.tenants import TenantService
-from tenantsvc.services.themes import ThemeService
+from tenantsvc.services.theme_cache import ThemeCache
 from tests.support.databases import migrate
 
 pytestmark = pytest.mark.integration
@@ -263,8 +265,10 @@ async def test_debit_beyond_the_balance_is_refused_without_a_ledger_row(database
 
 
 def _tenant_service(db: Any) -> TenantService:
-    registry = TenantRegistry()
-    return TenantService(db, registry, ThemeService(db, registry))
+    from twisted.internet import reactor
+
+    metrics = Metrics(CollectorRegistry(), "web")
+    return TenantService(db, ThemeCache(clock=reactor, db=db, registry=TenantRegistry(), metrics=metrics))
 
 
 @pytest_twisted.ensureDeferred

@@ -11,7 +11,7 @@ from tenantsvc.adapters.db import tenant_store
 from tests.support.web_harness import WebHarness, fired
 from tests.web.theme_samples import CUSTOM_THEME, DEFAULT_THEME
 
-FRESH_CACHE_CONTROL = "public, max-age=300, stale-while-revalidate=60"
+FRESH_CACHE_CONTROL = "public, max-age=300, stale-while-revalidate=60, stale-if-error=86400"
 DEFAULT_CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=30"
 STRONG_ETAG = re.compile(r'^"[\x21\x23-\x7e]+"$')
 ACME = "/acme/api/public/load-theme"
@@ -118,11 +118,11 @@ def test_a_theme_saved_by_another_instance_is_served_after_warming(acme):
 
 @pytest.mark.parametrize("slug", ["Acme", "ab", "-acme", "acme-", "a_b", "x" * 64, "admin", "metrics", "api"])
 def test_a_malformed_or_reserved_slug_is_404_and_creates_no_cache_entry(harness, slug):
-    cached = harness.components.themes.cached_count()
+    cached = len(harness.components.themes)
     response = harness.get(f"/{slug}/api/public/load-theme")
     assert response.status == 404
     assert response.json()["error"] == "not_found"
-    assert harness.components.themes.cached_count() == cached
+    assert len(harness.components.themes) == cached
     assert not harness.components.tenant_registry.is_known(slug)
 
 
@@ -135,6 +135,7 @@ def test_a_valid_slug_unknown_to_the_loaded_registry_is_404(harness):
 
 def test_before_the_registry_is_loaded_a_valid_slug_gets_the_defaults_with_short_caching(make_harness):
     harness = make_harness(warm=False)
+    harness.pool.pause()  # the database has not answered: the refresh this miss starts stays pending
     response = harness.get("/anyone/api/public/load-theme")
     assert response.status == 200
     assert response.json() == DEFAULT_THEME
@@ -145,6 +146,7 @@ def test_before_the_registry_is_loaded_a_valid_slug_gets_the_defaults_with_short
 
 def test_the_default_answer_also_supports_revalidation(make_harness):
     harness = make_harness(warm=False)
+    harness.pool.pause()
     etag = harness.get("/anyone/api/public/load-theme").header("ETag")
     response = harness.get("/anyone/api/public/load-theme", headers={"If-None-Match": etag})
     assert response.status == 304
