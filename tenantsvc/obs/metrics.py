@@ -10,10 +10,13 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TENANT = "_unknown"
 NO_TENANT = ""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DB_BUCKETS = (0.0005,) + LATENCY_BUCKETS  # a healthy pool hands out connections in well under a millisecond
 
 
 class Metrics:
@@ -76,6 +79,39 @@ class Metrics:
         )
         self._request_children: dict[tuple[str, str, str, str], Callable[[], None]] = {}
         self._duration_children: dict[tuple[str, str], Callable[[float], None]] = {}
+        # DB protection (issue 4). ``name`` is an interaction name: a constant in the code, so bounded.
+        self.db_pool_wait = Histogram(
+            "db_pool_wait_seconds", "Time DB interactions waited for a pooled connection, by interaction name.",
+            ["name"], buckets=DB_BUCKETS, registry=registry,
+        )
+        self.db_connection_hold = Histogram(
+            "db_connection_hold_seconds", "Time DB interactions held their pooled connection, by interaction name.",
+            ["name"], buckets=DB_BUCKETS, registry=registry,
+        )
+        self.db_connection_errors = Counter(
+            "db_connection_errors_total", "DB interactions that could not reach the database or lost it midway.",
+            ["name"], registry=registry,
+        )
+        self.db_statement_timeouts = Counter(
+            "db_statement_timeouts_total", "Statements Postgres cancelled at statement_timeout (SQLSTATE 57014).",
+            ["name"], registry=registry,
+        )
+        self.db_pool_timeouts = Counter(
+            "db_pool_timeouts_total", "Writes withdrawn unrun because no connection came within DB_CONN_TIMEOUT.",
+            ["name"], registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.", ["breaker_name"],
+            registry=registry,
+        )
+        self.breaker_transitions = Counter(
+            "circuit_breaker_transitions_total", "Circuit breaker state changes by cause.",
+            ["breaker_name", "from_state", "to_state", "reason"], registry=registry,
+        )
+        self.breaker_rejections = Counter(
+            "circuit_breaker_rejections_total", "Calls refused by an open (or probe-limited) circuit breaker.",
+            ["breaker_name", "request_class"], registry=registry,
+        )
 
     def watch_pool(self, snapshot: Callable[[], object]) -> None:
         """Export pool gauges computed from ``snapshot()`` at scrape time."""
@@ -103,6 +139,18 @@ class Metrics:
             self.tenant_requests.labels(tenant).inc()
 
     def record_interaction(self, name: str, wait_s: float, hold_s: float, failure: object) -> None:
-        """Count one DB interaction by outcome (an observer for ``Database.add_observer``)."""
-        outcome = "ok" if failure is None else type(getattr(failure, "value", failure)).__name__
-        self.db_interactions.labels(name, outcome).inc()
+        """Count and time one DB interaction (an observer for ``Database.add_observer``).
+
+        Wait time is observed for every interaction; hold time only for those that got a connection
+        (a failure with ``hold_s == 0`` never held one). Connection errors and statement timeouts are
+        also counted on their own.
+        """
+        error = None if failure is None else getattr(failure, "value", failure)
+        self.db_interactions.labels(name, "ok" if error is None else type(error).__name__).inc()
+        self.db_pool_wait.labels(name).observe(wait_s)
+        if error is None or hold_s > 0:
+            self.db_connection_hold.labels(name).observe(hold_s)
+        if isinstance(error, DatabaseUnavailable):
+            self.db_connection_errors.labels(name).inc()
+        elif isinstance(error, StatementTimeout):
+            self.db_statement_timeouts.labels(name).inc()

@@ -7,7 +7,6 @@ Postgres directly and through PgBouncer in transaction pooling mode.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -23,10 +22,14 @@ from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.tenants import TenantService
 from tenantsvc.services.theme_cache import ThemeCache
 from tests.support.databases import migrate
+from tests.support.interactions import Gate
+from tests.support.interactions import create_notes_txn as _create_notes_txn
+from tests.support.interactions import insert_note_txn as _insert_note_txn
+from tests.support.interactions import notes_txn as _notes_txn
+from tests.support.interactions import sleep_txn as _sleep_txn
 
 pytestmark = pytest.mark.integration
 
-GATE_TIMEOUT_S = 10.0
 OPENING_BALANCE = 100_000  # the tenants table's default_user_balance_cents
 
 
@@ -304,10 +307,6 @@ def _show_timeouts_txn(txn: Any) -> tuple[str, str]:
     return _scalar(txn, "SHOW statement_timeout"), _scalar(txn, "SHOW idle_in_transaction_session_timeout")
 
 
-def _sleep_txn(txn: Any, seconds: float) -> None:
-    txn.execute("SELECT pg_sleep(%s)", (seconds,))
-
-
 @pytest.mark.parametrize("backend", ["postgres", "pgbouncer"])
 @pytest_twisted.ensureDeferred
 async def test_every_transaction_sets_the_configured_timeouts(database_factory, backend):
@@ -326,42 +325,6 @@ async def test_a_statement_past_the_timeout_raises_statement_timeout(database_fa
 
 
 # ---- run_interaction: pressure and cancellation ------------------------------------------------
-
-
-class Gate:
-    """Holds a pool connection inside an interaction until ``open()``; ``entered`` fires once it is held."""
-
-    def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self._reactor = reactor
-        self._event = threading.Event()
-        self.entered: Deferred = Deferred()
-
-    def hold_txn(self, txn: Any, note: str | None = None) -> str:
-        """Interaction body (test only): optionally write, signal the reactor, then block until opened."""
-        if note is not None:
-            _insert_note_txn(txn, note)
-        self._reactor.callFromThread(self.entered.callback, None)
-        if not self._event.wait(GATE_TIMEOUT_S):
-            raise RuntimeError("gate was never opened")
-        return "held"
-
-    def open(self) -> None:
-        """Let the held interaction finish."""
-        self._event.set()
-
-
-def _create_notes_txn(txn: Any) -> None:
-    txn.execute("CREATE TABLE notes (note VARCHAR(20) NOT NULL)")
-
-
-def _insert_note_txn(txn: Any, note: str) -> None:
-    txn.execute("INSERT INTO notes (note) VALUES (%s)", (note,))
-
-
-def _notes_txn(txn: Any) -> list[str]:
-    return [row["note"] for row in txn.all("SELECT note FROM notes ORDER BY note")]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

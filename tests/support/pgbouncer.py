@@ -69,10 +69,14 @@ class PgBouncerServer:
         self._paused = False
         self._write_config()
 
+    def config_text(self) -> str:
+        """The pgbouncer.ini this server runs with (a subclass may derive it from another file)."""
+        return CONFIG.format(pg_host=self.postgres.host, pg_port=self.postgres.port, host=self.host,
+                             port=self.port, base_dir=self.base_dir, user=self.user)
+
     def _write_config(self) -> None:
         with open(self.config_file, "w") as handle:
-            handle.write(CONFIG.format(pg_host=self.postgres.host, pg_port=self.postgres.port, host=self.host,
-                                       port=self.port, base_dir=self.base_dir, user=self.user))
+            handle.write(self.config_text())
         with open(os.path.join(self.base_dir, "userlist.txt"), "w") as handle:
             handle.write(f'"{self.user}" ""\n')
         for name in ("pgbouncer.ini", "userlist.txt"):

@@ -107,6 +107,38 @@ class _Ticket:
         self.hold_s = 0.0
 
 
+class PendingInteraction:
+    """A submitted interaction: the Deferred of its result, and a way to withdraw it while it still waits."""
+
+    __slots__ = ("name", "deferred", "_ticket", "_lock")
+
+    def __init__(self, name: str, deferred: Deferred, ticket: _Ticket, lock: threading.Lock):
+        self.name = name
+        self.deferred = deferred
+        self._ticket = ticket
+        self._lock = lock
+
+    @property
+    def began(self) -> bool:
+        """True once a pool thread has taken the interaction (it will then run to the end)."""
+        with self._lock:
+            return self._ticket.started
+
+    def withdraw(self) -> bool:
+        """Withdraw the interaction if it has not begun: it will then never run, and ``deferred`` fails
+        with ``CancelledError``. Returns False, changing nothing, when it already began or finished.
+
+        The check and the withdrawal are one step under the pool lock, so there is no window in which
+        a pool thread could start the interaction after it was withdrawn.
+        """
+        with self._lock:
+            if self._ticket.started or self.deferred.called:
+                return False
+            self._ticket.abandoned = True
+        self.deferred.cancel()
+        return True
+
+
 class Database:
     """An adbapi pool with counted pressure, per-name call counts and driver-neutral errors."""
 
@@ -139,7 +171,12 @@ class Database:
             return PoolSnapshot(self.size, self._in_use, self._waiting)
 
     def add_observer(self, observer: Callable[[str, float, float, Failure | None], None]) -> None:
-        """Call ``observer(name, wait_s, hold_s, failure)`` on the reactor thread after each interaction."""
+        """Call ``observer(name, wait_s, hold_s, failure)`` on the reactor thread after each interaction.
+
+        ``failure`` is None on success, else a Failure of a ``tenantsvc.adapters.db.errors`` exception
+        (or of whatever the interaction function raised). An interaction that never got a connection
+        reports the time until it failed as ``wait_s`` and ``0.0`` as ``hold_s``.
+        """
         self._observers.append(observer)
 
     def run_interaction(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Deferred[T]":
@@ -148,6 +185,12 @@ class Database:
         The returned Deferred may be cancelled: if the interaction has not begun by then it never
         runs (``InteractionAbandoned`` inside); if it has, it completes and its result is dropped.
         Driver errors arrive as ``tenantsvc.adapters.db.errors`` exceptions.
+        """
+        return self.submit_interaction(name, fn, *args, **kwargs).deferred
+
+    def submit_interaction(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> PendingInteraction:
+        """Like ``run_interaction``, but return a handle that can also ``withdraw()`` the interaction
+        while it is still waiting for a connection (bounded waits: see ``services.db_guard``).
         """
         self.calls[name] += 1
         ticket = _Ticket(time.perf_counter())
@@ -166,6 +209,7 @@ class Database:
             with self._lock:
                 if not ticket.started:  # failed before our code ran (e.g. could not connect)
                     self._waiting -= 1
+                    ticket.wait_s = time.perf_counter() - ticket.submitted_at
             failure = self._translate(result) if isinstance(result, Failure) else None
             with action.context():
                 if failure is None:
@@ -184,7 +228,7 @@ class Database:
             return None
 
         inner.addBoth(finished)
-        return outer
+        return PendingInteraction(name, outer, ticket, self._lock)
 
     def _translate(self, failure: Failure) -> Failure:
         """Driver errors raised outside the interaction (e.g. while connecting) become ours too."""

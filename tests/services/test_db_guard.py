@@ -1,0 +1,397 @@
+"""DbBreaker on a Clock with a hand-driven fake Database: feeds, admission by class, bounded writes, exports."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import eliot
+import pytest
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from tenantsvc.adapters.db.errors import (
+    DatabaseUnavailable,
+    IntegrityViolation,
+    InteractionAbandoned,
+    StatementTimeout,
+)
+from tenantsvc.adapters.db.pool import PoolSnapshot
+from tenantsvc.core.breaker import CLOSED, CONNECTION_ERROR, HALF_OPEN, OPEN, READ, TIMEOUT, WRITE, BreakerConfig
+from tenantsvc.obs.metrics import Metrics
+from tenantsvc.services.db_guard import SAMPLE_INTERVAL_S, SUCCESS, DbBreaker, verdict
+from tenantsvc.services.errors import BreakerOpen, PoolTimeout
+
+CONN_TIMEOUT_S = 5.0
+OPEN_DURATION_S = 5.0
+
+
+class FakePending:
+    """One interaction of the fake: begun, finished and withdrawn only when the test says so."""
+
+    def __init__(self, db: "FakeDatabase", name: str):
+        self.db = db
+        self.name = name
+        self.began = False
+        self.withdrawn = False
+        self.deferred: Deferred = Deferred(lambda d: setattr(self, "withdrawn", not self.began))
+
+    def withdraw(self) -> bool:
+        """Like ``PendingInteraction.withdraw``: only while not begun."""
+        if self.began or self.deferred.called:
+            return False
+        self.deferred.cancel()
+        return True
+
+    def begin(self) -> None:
+        assert not self.withdrawn, "a withdrawn interaction must never begin"
+        self.began = True
+
+    def finish(self, outcome: Any = "done") -> None:
+        """Observers first, then the caller, as the real Database does."""
+        failure = Failure(outcome) if isinstance(outcome, Exception) else None
+        self.db.finish(self.name, failure)
+        if not self.deferred.called:
+            if failure is None:
+                self.deferred.callback(outcome)
+            else:
+                self.deferred.errback(failure)
+
+
+class FakeDatabase:
+    """Implements what DbBreaker needs; every interaction waits for the test to drive it."""
+
+    def __init__(self) -> None:
+        self.pool = PoolSnapshot(size=20, in_use=0, waiting=0)
+        self.observers: list[Callable[..., None]] = []
+        self.pending: list[FakePending] = []
+
+    def snapshot(self) -> PoolSnapshot:
+        return self.pool
+
+    def add_observer(self, observer: Callable[..., None]) -> None:
+        self.observers.append(observer)
+
+    def submit_interaction(self, name: str, fn: Any, *args: Any) -> FakePending:
+        pending = FakePending(self, name)
+        self.pending.append(pending)
+        return pending
+
+    def run_interaction(self, name: str, fn: Any, *args: Any) -> Deferred:
+        return self.submit_interaction(name, fn, *args).deferred
+
+    def finish(self, name: str, failure: Failure | None) -> None:
+        for observer in self.observers:
+            observer(name, 0.001, 0.002, failure)
+
+    def interaction_ends(self, outcome: Any, name: str = "other") -> None:
+        """An interaction not run through the breaker finishes (the observer feed)."""
+        self.finish(name, Failure(outcome) if isinstance(outcome, Exception) else None)
+
+
+def noop_txn(txn: Any) -> None:
+    """Interaction body (never called by the fake)."""
+
+
+class Env:
+    """A started DbBreaker on a Clock, its fake Database and its own metrics registry."""
+
+    def __init__(self, **config: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000)
+        self.db = FakeDatabase()
+        self.metrics = Metrics(CollectorRegistry(), "web")
+        self.breaker = DbBreaker(self.db, self.clock, self.metrics, conn_timeout_s=CONN_TIMEOUT_S,
+                                 config=BreakerConfig(open_duration_s=OPEN_DURATION_S, **config))
+        self.breaker.startService()
+
+    def run(self, request_class: str, name: str = "work") -> Deferred:
+        return ensureDeferred(self.breaker.run(request_class, name, noop_txn))
+
+    def pressure(self, in_use: int, waiting: int = 0) -> None:
+        """Set the pool figures and let the sampler see them."""
+        self.db.pool = PoolSnapshot(20, in_use, waiting)
+        self.clock.advance(SAMPLE_INTERVAL_S)
+
+    def metric(self, metric_name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(metric_name, labels) or 0.0
+
+    @property
+    def state(self) -> str:
+        return self.breaker.machine.state
+
+    def open_on_failures(self) -> None:
+        for _ in range(5):
+            self.db.interaction_ends(DatabaseUnavailable("OperationalError"))
+        assert self.state == OPEN
+
+    def half_open(self) -> None:
+        self.pressure(20)
+        self.pressure(0)
+        self.clock.advance(OPEN_DURATION_S)
+        assert self.state == HALF_OPEN
+
+
+@pytest.fixture
+def env() -> Env:
+    return Env()
+
+
+@pytest.fixture
+def eliot_messages():
+    messages: list[dict[str, Any]] = []
+    eliot.add_destinations(messages.append)
+    messages.clear()  # eliot hands a first destination everything buffered before it: not this test's
+    try:
+        yield messages
+    finally:
+        eliot.remove_destination(messages.append)
+
+
+def refusal(deferred: Deferred, error_type: type = BreakerOpen) -> Any:
+    """The exception a fired, failed Deferred carries (and mark it handled)."""
+    assert deferred.called, "expected an immediate answer"
+    failure = deferred.result
+    assert isinstance(failure, Failure) and failure.check(error_type), failure
+    deferred.addErrback(lambda _: None)
+    return failure.value
+
+
+# ---- feeds -----------------------------------------------------------------------------------
+
+
+def test_the_sampler_opens_the_breaker_on_pool_pressure_and_exports_it(env, eliot_messages):
+    assert env.metric("circuit_breaker_state", breaker_name="db_pool") == 0
+    env.pressure(16, waiting=4)
+    assert env.state == CLOSED
+    env.pressure(17)
+    assert env.state == OPEN
+    assert env.metric("circuit_breaker_state", breaker_name="db_pool") == 1
+    assert env.metric("circuit_breaker_transitions_total", breaker_name="db_pool", from_state="closed",
+                      to_state="open", reason="pressure") == 1
+    logged = [m for m in eliot_messages if m.get("message_type") == "tenantsvc:breaker:transition"]
+    assert [(m["from_state"], m["to_state"], m["reason"]) for m in logged] == [("closed", "open", "pressure")]
+
+
+def test_connection_errors_and_statement_timeouts_open_the_breaker(env):
+    for error in [DatabaseUnavailable("x")] * 3 + [StatementTimeout("y")] * 2:
+        env.db.interaction_ends(error)
+    assert env.state == OPEN
+    assert env.breaker.machine.transitions[-1].detail == TIMEOUT
+
+
+def test_answers_from_the_db_even_refusals_are_not_failures(env):
+    for _ in range(3):
+        for _ in range(4):
+            env.db.interaction_ends(DatabaseUnavailable("x"))
+        env.db.interaction_ends(IntegrityViolation("unique", "tenants_slug_key"))
+    for _ in range(10):
+        env.db.interaction_ends(InteractionAbandoned("queued"))
+        env.db.interaction_ends(KeyError("a bug in the interaction"))
+    assert env.state == CLOSED
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (None, SUCCESS),
+    (IntegrityViolation("unique", "x"), SUCCESS),
+    (ValueError("the interaction's own logic"), SUCCESS),
+    (DatabaseUnavailable("x"), CONNECTION_ERROR),
+    (StatementTimeout("x"), TIMEOUT),
+    (InteractionAbandoned("x"), None),
+    (CancelledError(), None),
+    (PoolTimeout(2, 5.0), None),
+])
+def test_verdict_on_each_outcome(error, expected):
+    assert verdict(error) == expected
+
+
+def test_a_failing_snapshot_never_kills_the_sampling_loop(env):
+    def broken() -> PoolSnapshot:
+        raise RuntimeError("snapshot failed")
+
+    env.db.snapshot = broken  # type: ignore[method-assign]
+    env.clock.advance(SAMPLE_INTERVAL_S)
+    env.clock.advance(SAMPLE_INTERVAL_S)
+    assert env.metric("worker_ticks_total", worker="db_breaker_sampler", outcome="error") == 2
+    assert env.breaker._loop is not None and env.breaker._loop.running
+
+
+def test_stopping_the_service_stops_sampling():
+    env = Env()
+    env.breaker.stopService()
+    env.db.pool = PoolSnapshot(20, 20, 10)
+    env.clock.advance(10 * SAMPLE_INTERVAL_S)
+    assert env.state == CLOSED and env.clock.getDelayedCalls() == []
+
+
+# ---- admission by request class ----------------------------------------------------------------
+
+
+def test_closed_breaker_runs_reads_and_writes(env):
+    read, write = env.run(READ, "list_tenants"), env.run(WRITE, "insert_tenant")
+    assert [p.name for p in env.db.pending] == ["list_tenants", "insert_tenant"]
+    for pending, value in zip(env.db.pending, ("rows", "row")):
+        pending.begin()
+        pending.finish(value)
+    assert (read.result, write.result) == ("rows", "row")
+
+
+def test_under_pressure_reads_are_refused_but_critical_writes_go_through(env):
+    env.pressure(18)
+    error = refusal(env.run(READ))
+    assert error.retry_after_s == OPEN_DURATION_S and error.reason == "pressure"
+    assert env.metric("circuit_breaker_rejections_total", breaker_name="db_pool", request_class="read") == 1
+    write = env.run(WRITE, "place_bet")
+    env.db.pending[-1].begin()
+    env.db.pending[-1].finish("bet")
+    assert write.result == "bet"
+
+
+def test_when_the_db_is_failing_writes_fail_fast_with_retry_after(env):
+    env.open_on_failures()
+    env.clock.advance(1.5)
+    error = refusal(env.run(WRITE))
+    assert error.retry_after_s == 4 and error.reason == "failures"
+    assert env.db.pending == []
+
+
+def test_half_open_admits_only_its_probe_budget_then_closes_on_success(env):
+    env.half_open()
+    first, second = env.run(READ), env.run(WRITE)
+    refusal(env.run(READ))
+    refusal(env.run(WRITE))
+    assert len(env.db.pending) == 2
+    for pending in env.db.pending:
+        pending.begin()
+        pending.finish("ok")
+    assert (first.result, second.result) == ("ok", "ok")
+    assert env.state == CLOSED
+    assert env.breaker.machine.reason == "recovered"
+    assert env.metric("circuit_breaker_state", breaker_name="db_pool") == 0
+
+
+def test_a_failed_probe_reopens_and_the_caller_sees_the_error(env):
+    env.half_open()
+    probe = env.run(READ)
+    env.db.pending[0].begin()
+    env.db.pending[0].finish(DatabaseUnavailable("still down"))
+    refusal(probe, DatabaseUnavailable)
+    assert (env.state, env.breaker.machine.reason) == (OPEN, "probe_failed")
+    refusal(env.run(WRITE))
+
+
+def test_a_probe_that_never_reached_the_db_frees_its_slot():
+    env = Env(half_open_max_probes=1)
+    env.half_open()
+    probe = env.run(WRITE)
+    refusal(env.run(READ))
+    env.clock.advance(CONN_TIMEOUT_S)
+    refusal(probe, PoolTimeout)
+    assert env.state == HALF_OPEN
+    env.run(READ)
+    assert len(env.db.pending) == 2
+
+
+# ---- bounded writes ----------------------------------------------------------------------------
+
+
+def test_a_write_without_a_connection_within_the_bound_is_withdrawn_and_never_runs(env):
+    write = env.run(WRITE, "credit_wallet")
+    pending = env.db.pending[0]
+    env.clock.advance(CONN_TIMEOUT_S - 0.01)
+    assert not write.called
+    env.clock.advance(0.01)
+    error = refusal(write, PoolTimeout)
+    assert pending.withdrawn and error.retry_after_s == 2 and error.waited_s == CONN_TIMEOUT_S
+    assert env.metric("db_pool_timeouts_total", name="credit_wallet") == 1
+    with pytest.raises(AssertionError, match="never begin"):
+        pending.begin()
+
+
+def test_a_write_that_began_within_the_bound_is_awaited_to_the_end(env):
+    write = env.run(WRITE)
+    env.clock.advance(CONN_TIMEOUT_S - 1)
+    env.db.pending[0].begin()
+    env.clock.advance(10 * CONN_TIMEOUT_S)
+    assert not write.called and not env.db.pending[0].withdrawn
+    env.db.pending[0].finish("committed")
+    assert write.result == "committed"
+    assert env.metric("db_pool_timeouts_total", name="work") == 0
+
+
+def test_the_bound_timer_is_cleared_once_the_write_finished(env):
+    sampler_only = len(env.clock.getDelayedCalls())
+    write = env.run(WRITE)
+    assert len(env.clock.getDelayedCalls()) == sampler_only + 1
+    env.db.pending[0].begin()
+    env.db.pending[0].finish("done")
+    assert write.result == "done"
+    assert len(env.clock.getDelayedCalls()) == sampler_only
+
+
+def test_reads_have_no_connection_bound(env):
+    read = env.run(READ)
+    env.clock.advance(10 * CONN_TIMEOUT_S)
+    assert not read.called and not env.db.pending[0].withdrawn
+
+
+def test_cancelling_a_queued_write_cancels_it_rather_than_timing_out(env):
+    write = env.run(WRITE)
+    write.cancel()
+    refusal(write, CancelledError)
+    assert env.db.pending[0].withdrawn
+    assert env.metric("db_pool_timeouts_total", name="work") == 0
+
+
+# ---- operators and health ----------------------------------------------------------------------
+
+
+def test_forced_open_refuses_everything_until_auto(env, eliot_messages):
+    env.breaker.set_mode("open")
+    refusal(env.run(READ))
+    assert refusal(env.run(WRITE)).reason == "forced"
+    env.clock.advance(60)
+    assert env.state == OPEN
+    env.breaker.set_mode("auto")
+    env.clock.advance(OPEN_DURATION_S)
+    assert env.state == HALF_OPEN
+    modes = [m["mode"] for m in eliot_messages if m.get("message_type") == "tenantsvc:breaker:mode"]
+    assert modes == ["open", "auto"]
+
+
+def test_forced_closed_admits_reads_while_the_db_is_failing(env):
+    env.breaker.set_mode("closed")
+    for _ in range(20):
+        env.db.interaction_ends(DatabaseUnavailable("x"))
+    env.pressure(20, waiting=9)
+    env.run(READ)
+    assert env.state == CLOSED and len(env.db.pending) == 1
+
+
+def test_an_unknown_mode_is_refused(env):
+    with pytest.raises(ValueError, match="open, closed, auto"):
+        env.breaker.set_mode("sideways")
+
+
+def test_describe_reports_state_mode_and_recent_transitions(env):
+    env.open_on_failures()
+    env.clock.advance(OPEN_DURATION_S)
+    report = env.breaker.describe()
+    assert {k: report[k] for k in ("name", "state", "mode", "open_reason", "probes_in_flight")} == {
+        "name": "db_pool", "state": "half_open", "mode": "auto", "open_reason": "failures", "probes_in_flight": 0}
+    assert [(t["from"], t["to"], t["reason"], t["detail"]) for t in report["transitions"]] == [
+        ("closed", "open", "failures", "connection_error"), ("open", "half_open", "cooldown", "")]
+    assert report["transitions"][1]["at"] - report["transitions"][0]["at"] == pytest.approx(OPEN_DURATION_S)
+
+
+def test_classified_runners_send_every_interaction_through_the_breaker(env):
+    reads, writes = env.breaker.runner(READ), env.breaker.runner(WRITE)
+    env.pressure(18)
+    refusal(reads.run_interaction("list_tenants", noop_txn))
+    write = writes.run_interaction("insert_tenant", noop_txn)
+    assert [p.name for p in env.db.pending] == ["insert_tenant"]
+    env.clock.advance(CONN_TIMEOUT_S)
+    refusal(write, PoolTimeout)
+    with pytest.raises(ValueError, match="request_class"):
+        env.breaker.runner("public")
