@@ -123,6 +123,7 @@ def build_web(components: Components, reactor: Any) -> None:
         public_theme=public_theme_handler(components.themes),
         admin=AdminApi(components.tenants, settings.admin_token).app.resource(),
         tenant_api=TenantApi().app.resource(),
+        access_log_sample_rate=settings.access_log_sample_rate,
     )
     site = QuietSite(root, reactor=reactor)
     site.displayTracebacks = False

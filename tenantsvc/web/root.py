@@ -6,7 +6,8 @@ else goes to the Klein apps (admin, tenant API), which see the request as if the
 
 from __future__ import annotations
 
-import uuid
+import os
+import random as _random
 from typing import Any, Callable
 
 from eliot import ActionType, Field, fields, write_failure
@@ -33,12 +34,19 @@ MAX_LOGGED_PATH = 512
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 @implementer(IResource)
 class RootResource:
-    """Dispatches on the first path segment; a leaf, so Twisted does no traversal of its own."""
+    """Dispatches on the first path segment; a leaf, so Twisted does no traversal of its own.
+
+    Every request is counted in metrics. Every request also gets an eliot task, except successful
+    answers on the plain fast paths (public theme, health probes, metrics scrapes), of which only a
+    sample of ``access_log_sample_rate`` is logged: at thousands of cache hits a second a log line
+    each would cost more than the answer itself. Errors and anything that goes through Klein are
+    always logged.
+    """
 
     isLeaf = True
 
@@ -52,6 +60,8 @@ class RootResource:
         public_theme: Handler,
         admin: IResource,
         tenant_api: IResource,
+        access_log_sample_rate: float = 1.0,
+        random: Callable[[], float] = _random.random,
     ):
         self._clock = clock
         self._metrics = metrics
@@ -60,6 +70,8 @@ class RootResource:
         self._public_theme = public_theme
         self._admin = admin
         self._tenant_api = tenant_api
+        self._sample_rate = access_log_sample_rate
+        self._random = random
         self.in_flight = 0
 
     # IResource plumbing: this resource has no children.
@@ -73,7 +85,7 @@ class RootResource:
 
     def render(self, request: Any) -> Any:
         """Frame the request, dispatch it, and record metrics and the log task when it finishes."""
-        started = self._clock.seconds()
+        request.started_at = self._clock.seconds()
         correlation_id, request_id = choose_ids(
             _header(request, b"x-correlation-id"), _header(request, b"x-request-id"),
             _header(request, b"traceparent"), _new_id,
@@ -82,32 +94,44 @@ class RootResource:
         request.setHeader(b"X-Correlation-ID", correlation_id.encode("ascii"))
         request.setHeader(b"X-Request-ID", request_id.encode("ascii"))
         segments = request.postpath
-        tenant_label = self._tenant_label(segments)
-        request.tenant_label = tenant_label
-        method = request.method.decode("latin-1")
-        task = HTTP_REQUEST(
-            correlation_id=correlation_id, request_id=request_id, tenant=tenant_label, method=method[:16],
-            path=request.path.decode("latin-1")[:MAX_LOGGED_PATH],
-        )
+        first = segments[0] if segments else b""
+        fast_path = first in self._operational or is_public_theme_path(segments)
+        request.tenant_label = self._tenant_label(first, fast_path)
         self.in_flight += 1
-        request.notifyFinish().addBoth(self._finished, request, task, method, started)
-        with task.context():
-            try:
-                return self._dispatch(request, segments)
-            except ApiError as error:
-                return render_api_error(request, error)
-            except Exception:
-                write_failure(Failure())
-                return render_api_error(request, internal_error(correlation_id))
+        request.on_finished = self._finished
+        if not fast_path or self._random() < self._sample_rate:
+            task = self._start_task(request)
+            with task.context():
+                return self._render_safely(request, segments, first)
+        return self._render_safely(request, segments, first)
 
-    def _tenant_label(self, segments: list[bytes]) -> str:
-        if not segments or segments[0] in self._operational or segments[0] == b"admin":
+    def _render_safely(self, request: Any, segments: list[bytes], first: bytes) -> Any:
+        try:
+            return self._dispatch(request, segments, first)
+        except ApiError as error:
+            return render_api_error(request, error)
+        except Exception:
+            failure = Failure()
+            task = request.log_task or self._start_task(request)
+            with task.context():
+                write_failure(failure)
+            return render_api_error(request, internal_error(request.correlation_id))
+
+    def _start_task(self, request: Any) -> Any:
+        task = HTTP_REQUEST(
+            correlation_id=request.correlation_id, request_id=request.request_id, tenant=request.tenant_label,
+            method=request.method.decode("latin-1")[:16], path=request.path.decode("latin-1")[:MAX_LOGGED_PATH],
+        )
+        request.log_task = task
+        return task
+
+    def _tenant_label(self, first: bytes, fast_path: bool) -> str:
+        if not first or first == b"admin" or (fast_path and first in self._operational):
             return NO_TENANT
-        slug = segments[0].decode("latin-1")
+        slug = first.decode("latin-1")
         return slug if self._is_known_tenant(slug) else UNKNOWN_TENANT
 
-    def _dispatch(self, request: Any, segments: list[bytes]) -> Any:
-        first = segments[0] if segments else b""
+    def _dispatch(self, request: Any, segments: list[bytes], first: bytes) -> Any:
         operational = self._operational.get(first)
         if operational is not None:
             return operational(request, segments)
@@ -121,11 +145,16 @@ class RootResource:
             return self._public_theme(request, segments)
         return self._tenant_api.render(request)
 
-    def _finished(self, result: object, request: Any, task: Any, method: str, started: float) -> None:
+    def _finished(self, request: Any, completed: bool) -> None:
         self.in_flight -= 1
-        status = request.code if result is None else 499  # 499: the client went away first
-        self._metrics.record_request(method, request.endpoint_label, status, request.tenant_label,
-                                     self._clock.seconds() - started)
+        status = request.code if completed else 499  # 499: the client went away first
+        self._metrics.record_request(request.method.decode("latin-1"), request.endpoint_label, status,
+                                     request.tenant_label, self._clock.seconds() - request.started_at)
+        task = request.log_task
+        if task is None:
+            if status < 500:
+                return  # an unsampled fast-path success
+            task = self._start_task(request)
         with task.context():
             task.addSuccessFields(status=status, user_id=request.user_id)
             task.finish()

@@ -8,7 +8,7 @@ import pytest
 
 from tenantsvc.core.theme import DEFAULT_THEME
 from tenantsvc.services.demo import DEMO_THEME
-from tests.e2e.twistd_process import ADMIN_TOKEN, http
+from tests.e2e.twistd_process import ADMIN_TOKEN, http, service_env
 from tests.support.processes import accepts_connections, free_port
 from tests.support.web_harness import render_eliot_tree
 
@@ -74,7 +74,8 @@ def test_db_work_is_nested_in_the_request_task_in_the_real_process(demo_service,
 
 
 def test_the_web_role_drains_and_exits_0_on_sigterm(start_tenantsvc):
-    service = start_tenantsvc("--role", "web", "--listen", "tcp:0:interface=127.0.0.1")
+    service = start_tenantsvc("--role", "web", "--listen", "tcp:0:interface=127.0.0.1",
+                              env={**service_env(), "ACCESS_LOG_SAMPLE_RATE": "1"})
     assert http("GET", service.url("/healthz")).status == 200
     assert service.terminate() == 0, service.stderr()
     assert not accepts_connections("127.0.0.1", service.port)

@@ -262,6 +262,15 @@ class WebHarness:
         """A request to the admin API carrying the valid bearer token."""
         return self.request(method, path, admin=True, **options)
 
+    def metric(self, sample_name: str, **labels: str) -> float:
+        """Sum of the samples of ``sample_name`` whose labels include ``labels`` (0 when there are none)."""
+        total = 0.0
+        for family in self.components.registry.collect():
+            for sample in family.samples:
+                if sample.name == sample_name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
+
     def create_tenant(self, slug: str, name: str | None = None) -> dict[str, Any]:
         """Create a tenant through the admin API (asserting it worked) and return its JSON."""
         response = self.admin("POST", "/admin/api/tenants", json={"slug": slug, "name": name or slug.title()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from eliot.json import json_default
@@ -26,12 +28,30 @@ def test_a_request_is_one_task_with_its_context_and_the_db_interaction_nested(ha
     assert interaction.succeeded and {"wait_ms", "hold_ms"} <= interaction.end_message.keys()
 
 
-def test_a_public_request_logs_its_known_tenant(harness, eliot_logger):
+def test_a_sampled_public_request_logs_its_known_tenant(make_harness, eliot_logger):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "1"})
     harness.create_tenant("acme")
     harness.get("/acme/api/public/load-theme", headers={"X-Correlation-ID": "corr-2"})
     task = logged_request(eliot_logger.messages, "corr-2")
     assert (task.start_message["tenant"], task.end_message["status"]) == ("acme", 200)
     assert task.start_message["path"] == "/acme/api/public/load-theme"
+
+
+@pytest.mark.parametrize("path", ["/acme/api/public/load-theme", "/acme/api/public/theme.css", "/healthz"])
+def test_unsampled_fast_path_successes_are_counted_but_not_logged(make_harness, eliot_logger, path):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
+    harness.create_tenant("acme")
+    eliot_logger.reset()
+    before = harness.metric("http_requests_total", method="GET", status="200")
+    assert harness.get(path, headers={"X-Correlation-ID": "corr-quiet"}).status == 200
+    assert [m for m in eliot_logger.messages if m.get("correlation_id") == "corr-quiet"] == []
+    assert harness.metric("http_requests_total", method="GET", status="200") == before + 1
+
+
+def test_klein_routes_are_always_logged_whatever_the_sample_rate(make_harness, eliot_logger):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
+    harness.admin("GET", "/admin/api/tenants", headers={"X-Correlation-ID": "corr-admin"})
+    assert logged_request(eliot_logger.messages, "corr-admin").end_message["status"] == 200
 
 
 def test_eliot_tree_renders_the_db_interaction_inside_the_request_task(harness, eliot_logger, tmp_path):
