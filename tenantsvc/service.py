@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -161,7 +162,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     warmed: Deferred = Deferred()  # fires when the start-up work is over, whatever its outcome
 
     def start_after_migrations() -> None:
-        ensureDeferred(after_migrations()).addErrback(write_failure).addBoth(warmed.callback)
+        started = ensureDeferred(after_migrations()).addErrback(write_failure)
+        started.addBoth(freeze_start_up_heap).addBoth(warmed.callback)
 
     reactor.callWhenRunning(start_after_migrations)
 
@@ -176,6 +178,17 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
             LoopingWorker(worker, _idle_tick, clock=reactor, interval_s=IDLE_WORKER_INTERVAL_S,
                           metrics=components.metrics).setServiceParent(top)
     return top
+
+
+def freeze_start_up_heap(result: object = None) -> object:
+    """Move every object alive after start-up out of the garbage collector's sight (``gc.freeze``).
+
+    Modules, routes, the warmed cache and the service tree live for the whole process; without this,
+    each full collection triggered by per-request garbage walks them all again (DESIGN §8: p99 30 → 9 ms).
+    """
+    gc.collect()
+    gc.freeze()
+    return result
 
 
 async def _idle_tick() -> None:
