@@ -15,6 +15,14 @@ from urllib.parse import unquote, urlsplit
 from tenantsvc import __version__
 
 ROLES = ("all", "web", "worker_odds", "worker_settlement")
+# Every environment variable read here, in the order the README documents them.
+ENVIRONMENT_VARIABLES = (
+    "DATABASE_URL", "REDIS_URL", "PROCESS_TYPE", "PORT", "ENVIRONMENT", "APP_VERSION", "ADMIN_TOKEN",
+    "DB_WEB_POOL_MAX", "DB_WORKER_POOL_MAX", "DB_POOL_MIN", "DB_CONN_TIMEOUT", "DB_STATEMENT_TIMEOUT",
+    "DB_IDLE_IN_TRANSACTION_TIMEOUT", "DB_PREPARE_THRESHOLD", "PGBOUNCER_ADMIN_URL", "REDIS_TIMEOUT",
+    "THEME_CACHE_TTL", "THEME_CACHE_SWR", "THEME_CACHE_MAX_ENTRIES", "THEME_L2_TIMEOUT", "THEME_WARM_INTERVAL",
+    "ACCESS_LOG_SAMPLE_RATE", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
+)
 ENVIRONMENTS = ("development", "staging", "production")
 DEFAULT_SQLITE_PATH = os.path.join("var", "tenantsvc.sqlite3")
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -99,6 +107,7 @@ class Settings:
     theme_l2_timeout_s: float = 0.05
     theme_warm_interval_s: float = 300.0
     access_log_sample_rate: float = 0.01
+    pgbouncer_admin_url: str | None = field(default=None, repr=False)
 
     @property
     def serves_web(self) -> bool:
@@ -181,6 +190,16 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be between 0 and 1, got {raw!r}")
     return value
+
+
+def _pgbouncer_admin_url(raw: str | None) -> str | None:
+    """``PGBOUNCER_ADMIN_URL``: a postgresql:// URL of PgBouncer's admin console (database ``pgbouncer``)."""
+    if raw is None or raw.strip() == "":
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname or parts.path.strip("/") != "pgbouncer":
+        raise ConfigError("PGBOUNCER_ADMIN_URL must be postgresql://user@host:port/pgbouncer")
+    return raw.strip()
 
 
 def _prepare_threshold(env: Mapping[str, str]) -> None:
@@ -305,6 +324,8 @@ def load_settings(
     admin_token = env.get("ADMIN_TOKEN") or None
     if admin_token is not None and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
         raise ConfigError(f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (or unset to disable the admin API)")
+    if environment == "production" and not (env.get("DATABASE_URL") or "").strip():
+        raise ConfigError("DATABASE_URL must be set when ENVIRONMENT=production (the SQLite default is for laptops)")
     log_file = env.get("LOG_FILE") or None
     if log_file is None and environment == "production":
         log_file = os.path.join("var", "log", "tenantsvc.json")
@@ -334,4 +355,5 @@ def load_settings(
         theme_l2_timeout_s=_duration_ms(env, "THEME_L2_TIMEOUT", 50) / 1000.0 or _too_small("THEME_L2_TIMEOUT"),
         theme_warm_interval_s=_seconds(env, "THEME_WARM_INTERVAL", 300.0, 5.0, 86400.0),
         access_log_sample_rate=_fraction(env, "ACCESS_LOG_SAMPLE_RATE", 0.01),
+        pgbouncer_admin_url=_pgbouncer_admin_url(env.get("PGBOUNCER_ADMIN_URL")),
     )

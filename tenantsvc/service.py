@@ -19,6 +19,9 @@ from tenantsvc.config import Settings
 from tenantsvc.obs.logging import LoggingService
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.demo import ensure_demo_tenant
+from tenantsvc.core.breaker import READ, WRITE
+from tenantsvc.services.db_guard import DbBreaker
+from tenantsvc.adapters.db.pgbouncer_admin import pgbouncer_pools_probe
 from tenantsvc.services.health import HealthReport
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.tenants import TenantService
@@ -29,11 +32,21 @@ IDLE_WORKER_INTERVAL_S = 30.0
 
 
 class OrderedMultiService(MultiService):
-    """Starts children in the order added and stops them one at a time in reverse, waiting for each."""
+    """Starts children in the order added and stops them one at a time in reverse, waiting for each.
+
+    ``before_stop`` callables run first (e.g. readiness turning 503, so the load balancer stops
+    sending traffic before anything else stops).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_stop: list[Callable[[], None]] = []
 
     def stopService(self) -> Deferred:
-        """Stop children last-to-first, each after the previous one finished stopping."""
+        """Run ``before_stop``, then stop children last-to-first, each after the previous one stopped."""
         super(MultiService, self).stopService()
+        for hook in self.before_stop:
+            hook()
         return ensureDeferred(self._stop_in_reverse())
 
     async def _stop_in_reverse(self) -> None:
@@ -55,6 +68,7 @@ class Components:
     metrics: Metrics
     db: Database
     db_service: DatabaseService
+    breaker: DbBreaker
     tenant_registry: TenantRegistry
     themes: ThemeCache
     tenants: TenantService
@@ -83,8 +97,10 @@ def build_components(settings: Settings, reactor: Any, *,
         from tenantsvc.adapters.redis import RedisClient
 
         redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
+    breaker = DbBreaker(db, reactor, metrics, conn_timeout_s=settings.db_conn_timeout_s)
+    reads, writes = breaker.runner(READ), breaker.runner(WRITE)
     themes = ThemeCache(
-        clock=reactor, db=db, registry=tenant_registry, metrics=metrics, l2=redis,
+        clock=reactor, db=reads, registry=tenant_registry, metrics=metrics, l2=redis,
         settings=ThemeCacheSettings(CacheWindows(settings.theme_cache_ttl_s, settings.theme_cache_swr_s),
                                     settings.theme_cache_max_entries, settings.theme_l2_timeout_s),
     )
@@ -94,9 +110,9 @@ def build_components(settings: Settings, reactor: Any, *,
 
         subscriber = RedisSubscriber(settings.redis, INVALIDATION_CHANNEL, themes.on_invalidation,
                                      lambda first: None if first else themes.mark_all_stale())
-    tenants = TenantService(db, themes)
+    tenants = TenantService(reads, writes, themes)
     return Components(settings=settings, registry=registry, metrics=metrics, db=db,
-                      db_service=DatabaseService(db, reactor), tenant_registry=tenant_registry,
+                      db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
                       themes=themes, tenants=tenants, redis=redis, subscriber=subscriber)
 
 
@@ -114,7 +130,9 @@ def build_web(components: Components, reactor: Any) -> None:
     readiness = Readiness()
     redis = components.redis
     report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
-                          redis_ping=redis.ping if hasattr(redis, "ping") else None)
+                          redis_ping=redis.ping if hasattr(redis, "ping") else None,
+                          breaker=components.breaker.describe,
+                          pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor))
     root = RootResource(
         clock=reactor,
         metrics=components.metrics,
@@ -122,7 +140,7 @@ def build_web(components: Components, reactor: Any) -> None:
         operational=operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
                                          registry=components.registry, detailed_check=report.check),
         public_theme=public_theme_handler(components.themes),
-        admin=AdminApi(components.tenants, settings.admin_token).app.resource(),
+        admin=AdminApi(components.tenants, settings.admin_token, components.breaker).app.resource(),
         tenant_api=TenantApi().app.resource(),
         access_log_sample_rate=settings.access_log_sample_rate,
     )
@@ -145,6 +163,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     LoggingService(reactor, settings.log_file).setServiceParent(top)
     components = build_components(settings, reactor)
     components.db_service.setServiceParent(top)
+    components.breaker.setServiceParent(top)
     for redis_service in (components.redis, components.subscriber):
         if redis_service is not None:
             redis_service.setServiceParent(top)
@@ -169,6 +188,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
 
     if settings.serves_web:
         build_web(components, reactor)
+        top.before_stop.append(components.readiness.start_draining)
         WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
                    readiness=components.readiness, warmed=warmed).setServiceParent(top)
         LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=settings.theme_warm_interval_s,

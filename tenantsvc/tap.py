@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from tenantsvc.config import ROLES, ConfigError, load_settings
+from tenantsvc.config import ENVIRONMENT_VARIABLES, ROLES, ConfigError, load_settings
 
 
 class Options(usage.Options):
@@ -17,11 +17,10 @@ class Options(usage.Options):
 
     synopsis = "[--listen ENDPOINT] [--role all|web|worker_odds|worker_settlement] [--demo]"
     longdesc = (
-        "Runs the tenantsvc API and/or its workers. Configuration comes from environment variables "
-        "(DATABASE_URL, REDIS_URL, PROCESS_TYPE, DB_WEB_POOL_MAX, DB_WORKER_POOL_MAX, DB_POOL_MIN, "
-        "DB_CONN_TIMEOUT, DB_STATEMENT_TIMEOUT, DB_IDLE_IN_TRANSACTION_TIMEOUT, DB_PREPARE_THRESHOLD, "
-        "ENVIRONMENT, APP_VERSION, ADMIN_TOKEN, GOALSERVE_BASE_URL, GOALSERVE_API_KEY, PORT, LOG_FILE, "
-        "MAX_BODY_BYTES); these options override them. With no DATABASE_URL a SQLite file under ./var/ is used."
+        "Runs the tenantsvc API and/or its workers. Configuration comes from environment variables ("
+        + ", ".join(ENVIRONMENT_VARIABLES)
+        + "; see the README for each); these options override them. With no DATABASE_URL a SQLite file "
+        "under ./var/ is used."
     )
     optParameters = [
         ["listen", "l", None, "Twisted endpoint string to serve HTTP on (default tcp:$PORT, else tcp:8080)."],

@@ -23,16 +23,30 @@ class HealthReport:
     """Builds the detailed report; a failing DB check makes the whole report fail (503)."""
 
     def __init__(self, *, clock: Any, db: Database, version: str, role: str,
-                 redis_ping: Callable[[], Awaitable[float]] | None = None):
+                 redis_ping: Callable[[], Awaitable[float]] | None = None,
+                 breaker: Callable[[], dict[str, Any]] | None = None,
+                 pgbouncer_pools: Callable[[], Deferred] | None = None):
         self._clock = clock
         self._db = db
         self._version = version
         self._role = role
         self._redis_ping = redis_ping
+        self._breaker = breaker
+        self._pgbouncer_pools = pgbouncer_pools
 
     def check(self) -> Deferred:
         """Run every check; fires with the report dict."""
         return ensureDeferred(self._report())
+
+    async def _pool_report(self, now: str) -> dict[str, Any]:
+        assert self._pgbouncer_pools is not None
+        try:
+            pools = await with_timeout(self._clock, self._pgbouncer_pools(), DB_CHECK_TIMEOUT_S)
+        except Exception as error:  # reported, not raised
+            return {"componentType": "datastore", "status": "warn", "time": now, "output": type(error).__name__}
+        waiting = sum(int(pool.get("cl_waiting", 0)) for pool in pools)
+        return {"componentType": "datastore", "observedValue": waiting, "observedUnit": "clients waiting",
+                "status": "pass", "time": now, "pools": pools}
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
@@ -76,5 +90,19 @@ class HealthReport:
             checks["redis:responseTime"] = [redis_entry]
             if redis_status != "pass" and overall == "pass":
                 overall = "warn"
+        if self._breaker is not None:
+            breaker = self._breaker()
+            breaker_status = "pass" if breaker["state"] == "closed" else "warn"
+            checks["database:circuitBreaker"] = [{"componentType": "component", "observedValue": breaker["state"],
+                                                  "status": breaker_status, "time": now, "breaker": breaker}]
+            overall = _worst(overall, breaker_status)
+        if self._pgbouncer_pools is not None:
+            checks["pgbouncer:pools"] = [await self._pool_report(now)]
         return {"status": overall, "version": self._version, "serviceId": f"tenantsvc-{self._role}",
                 "description": "tenantsvc detailed health", "checks": checks}
+
+
+def _worst(current: str, other: str) -> str:
+    """The more severe of two health statuses (pass < warn < fail)."""
+    order = {"pass": 0, "warn": 1, "fail": 2}
+    return current if order[current] >= order[other] else other

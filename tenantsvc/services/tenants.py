@@ -11,7 +11,7 @@ from tenantsvc.adapters.deferreds import shield
 from tenantsvc.core.tenants import parse_new_tenant
 from tenantsvc.core.theme import DEFAULT_THEME, Theme, parse_theme
 from tenantsvc.core.validation import ValidationFailed, check_text, check_unknown_fields
-from tenantsvc.services.errors import Conflict, NotFoundError
+from tenantsvc.services.errors import Conflict, NotFoundError, ServiceUnavailable
 from tenantsvc.services.theme_cache import ThemeCache
 
 MAX_CREDIT_CENTS = 10**11  # one billion in major units: anything larger is a typo
@@ -37,15 +37,16 @@ def parse_credit(payload: Mapping[str, Any]) -> tuple[int, str]:
 class TenantService:
     """Admin operations on tenants; writes are shielded from client disconnects."""
 
-    def __init__(self, db: InteractionRunner, themes: ThemeCache):
-        self._db = db
+    def __init__(self, reads: InteractionRunner, writes: InteractionRunner, themes: ThemeCache):
+        self._reads = reads
+        self._writes = writes
         self._themes = themes
 
     async def create_tenant(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Create a tenant from ``{"slug", "name"}``; ``Conflict`` if the slug is taken."""
         new = parse_new_tenant(payload)
         try:
-            tenant = await shield(self._db.run_interaction("insert_tenant", tenant_store.insert_tenant_txn,
+            tenant = await shield(self._writes.run_interaction("insert_tenant", tenant_store.insert_tenant_txn,
                                                            new.slug, new.name))
         except IntegrityViolation as violation:
             if violation.kind == "unique":
@@ -56,20 +57,29 @@ class TenantService:
 
     async def list_tenants(self) -> list[dict[str, Any]]:
         """Every tenant."""
-        return await self._db.run_interaction("list_tenants", tenant_store.list_tenants_txn)
+        return await self._reads.run_interaction("list_tenants", tenant_store.list_tenants_txn)
 
-    async def get_theme(self, slug: str) -> Theme:
-        """The tenant's saved theme (the default palette if never saved)."""
+    async def get_theme(self, slug: str) -> tuple[Theme, bool]:
+        """The tenant's saved theme (the default palette if never saved) and whether it came from the cache.
+
+        While the database is refused (breaker open, pool exhausted) the theme cached for the public
+        path is served instead; with nothing cached the refusal propagates (503).
+        """
         try:
-            return await self._db.run_interaction("load_theme", tenant_store.load_theme_txn, slug)
+            return await self._reads.run_interaction("load_theme", tenant_store.load_theme_txn, slug), False
         except tenant_store.NotFound:
             raise NotFoundError(f"no tenant {slug!r}") from None
+        except ServiceUnavailable:
+            cached = self._themes.cached_theme(slug)
+            if cached is None:
+                raise
+            return cached, True
 
     async def save_theme(self, slug: str, payload: Mapping[str, Any]) -> Theme:
         """Validate and store a full theme (absent keys take the defaults), then update the public cache."""
         theme = parse_theme(payload, DEFAULT_THEME)
         try:
-            await shield(self._db.run_interaction("save_theme", tenant_store.save_theme_txn, slug, theme))
+            await shield(self._writes.run_interaction("save_theme", tenant_store.save_theme_txn, slug, theme))
         except tenant_store.NotFound:
             raise NotFoundError(f"no tenant {slug!r}") from None
         await self._themes.store(slug, theme)  # write-through to L2 and invalidate every instance's L1
@@ -81,7 +91,7 @@ class TenantService:
         """Credit (or, with a negative amount, debit) a user's wallet exactly once per idempotency key."""
         amount, reason = parse_credit(payload)
         try:
-            result = await shield(self._db.run_interaction(
+            result = await shield(self._writes.run_interaction(
                 "credit_wallet", tenant_store.credit_wallet_txn, slug, username, amount, reason, idempotency_key))
             return _same_request(result, amount)
         except tenant_store.NotFound:
@@ -92,7 +102,7 @@ class TenantService:
             if violation.kind != "unique" or idempotency_key is None:
                 raise
         # A concurrent request with the same key won the race: answer with what it recorded.
-        replay = await self._db.run_interaction(
+        replay = await self._writes.run_interaction(
             "replay_credit", tenant_store.replay_credit_txn, slug, username, idempotency_key)
         if replay is None:
             raise Conflict("idempotency_conflict", "a concurrent request with this key failed; retry")

@@ -33,7 +33,7 @@ from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.singleflight import SingleFlight
 
-FRESH_CACHE_CONTROL = b"public, max-age=300, stale-while-revalidate=60, stale-if-error=86400"
+STALE_IF_ERROR_S = 86_400
 DEGRADED_CACHE_CONTROL = b"public, max-age=60, stale-while-revalidate=30"
 L2_TTL_MS = 3_600_000
 LOCK_TTL_MS = 15_000  # longer than REFRESH_TIMEOUT_S, so a lock never expires under a live refresh
@@ -82,12 +82,12 @@ class RenderedTheme:
     answers: dict[tuple[str, str], ThemeAnswer]
 
     @classmethod
-    def build(cls, entry: CachedTheme) -> "RenderedTheme":
+    def build(cls, entry: CachedTheme, fresh_cache_control: bytes) -> "RenderedTheme":
         """Render both representations once."""
         bodies = {JSON: entry.theme.to_json_bytes(), CSS: render_theme_css(entry.theme)}
         answers = {}
         for kind, body in bodies.items():
-            answers[(kind, FRESH)] = _answer(body, FRESH_CACHE_CONTROL, b"tenantsvc; hit", FRESH)
+            answers[(kind, FRESH)] = _answer(body, fresh_cache_control, b"tenantsvc; hit", FRESH)
             answers[(kind, STALE)] = _answer(body, DEGRADED_CACHE_CONTROL, b"tenantsvc; hit; detail=stale", STALE)
         return cls(entry, answers)
 
@@ -131,6 +131,10 @@ class ThemeCache:
         self._settings = settings
         self._new_token = new_token
         self._l1: OrderedDict[str, RenderedTheme] = OrderedDict()
+        windows = settings.windows
+        self._fresh_cache_control = (  # what browsers and CDNs may do mirrors what L1 does
+            f"public, max-age={windows.ttl_s:.0f}, stale-while-revalidate={windows.stale_while_revalidate_s:.0f}, "
+            f"stale-if-error={STALE_IF_ERROR_S}").encode("ascii")
         self._refreshes: SingleFlight[None] = SingleFlight(
             on_shared=metrics.singleflight_shared.labels("branding_refresh").inc)
         self._l2_reads: SingleFlight[CachedTheme | None] = SingleFlight(
@@ -162,6 +166,11 @@ class ThemeCache:
             return None
         self._misses.inc()
         return ensureDeferred(self._answer_from_l2(slug, kind, correlation_id))
+
+    def cached_theme(self, slug: str) -> Theme | None:
+        """The theme held in L1 for ``slug`` whatever its age (for reads served while the DB is refused)."""
+        rendered = self._l1.get(slug)
+        return rendered.entry.theme if rendered is not None else None
 
     def _respond(self, answer: ThemeAnswer) -> ThemeAnswer:
         self._responses[answer.result].inc()
@@ -203,7 +212,7 @@ class ThemeCache:
         current = self._l1.get(entry.slug)
         if current is not None and current.entry.fetched_at > entry.fetched_at:
             return current
-        rendered = RenderedTheme.build(entry)
+        rendered = RenderedTheme.build(entry, self._fresh_cache_control)
         self._l1[entry.slug] = rendered
         self._l1.move_to_end(entry.slug)
         while len(self._l1) > self._settings.max_entries:
@@ -290,7 +299,7 @@ class ThemeCache:
         for slug, rendered in list(self._l1.items()):
             if rendered.entry.fetched_at > cutoff:
                 self._l1[slug] = RenderedTheme.build(
-                    CachedTheme(slug, rendered.entry.theme, cutoff))
+                    CachedTheme(slug, rendered.entry.theme, cutoff), self._fresh_cache_control)
 
     def warm(self) -> Deferred:
         """Load every active tenant's theme in batches into L1 and L2 and refresh the registry."""

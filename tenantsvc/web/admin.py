@@ -11,9 +11,11 @@ from klein import Klein
 
 from tenantsvc.services.tenants import TenantService
 from tenantsvc.web.errors import ApiError, respond_json
-from tenantsvc.web.routing import READ, WRITE, install_error_handlers, read_json_object, route
+from tenantsvc.core.validation import ValidationFailed
+from tenantsvc.web.routing import PUBLIC, READ, WRITE, install_error_handlers, read_json_object, route
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+BREAKER_MODES = ("open", "closed", "auto")
 
 
 def _digest(value: bytes) -> bytes:
@@ -26,7 +28,7 @@ def idempotency_key(request: Any) -> str | None:
     if raw is None:
         return None
     text = raw.decode("latin-1")
-    if not IDEMPOTENCY_KEY.match(text):
+    if not IDEMPOTENCY_KEY.fullmatch(text):
         raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters")
     return text
 
@@ -37,8 +39,9 @@ class AdminApi:
     app = Klein()
     install_error_handlers(app)
 
-    def __init__(self, tenants: TenantService, admin_token: str | None):
+    def __init__(self, tenants: TenantService, admin_token: str | None, breaker: Any = None):
         self._tenants = tenants
+        self._breaker = breaker
         self._token_digest = _digest(admin_token.encode("utf-8")) if admin_token else None
 
     def _authorize(self, request: Any) -> None:
@@ -68,8 +71,9 @@ class AdminApi:
     async def get_theme(self, request: Any, slug: str) -> bytes:
         """The tenant's saved theme in camelCase."""
         self._authorize(request)
-        theme = await self._tenants.get_theme(slug)
-        return respond_json(request, 200, theme.to_wire())
+        theme, from_cache = await self._tenants.get_theme(slug)
+        headers = {"Cache-Status": "tenantsvc; hit; detail=db-refused"} if from_cache else None
+        return respond_json(request, 200, theme.to_wire(), headers)
 
     @route(app, "/admin/api/tenants/<string:slug>/theme", methods=["PUT"], request_class=WRITE)
     async def put_theme(self, request: Any, slug: str) -> bytes:
@@ -89,3 +93,20 @@ class AdminApi:
             "username": username, "amount_cents": result.amount_cents, "balance_cents": result.balance_cents,
             "ledger_id": result.ledger_id, "replayed": result.replayed,
         })
+
+    @route(app, "/admin/api/breaker", methods=["GET"], request_class=PUBLIC)
+    def get_breaker(self, request: Any) -> bytes:
+        """The DB circuit breaker: state, mode, open reason and last transitions."""
+        self._authorize(request)
+        return respond_json(request, 200, self._breaker.describe())
+
+    @route(app, "/admin/api/breaker", methods=["POST"], request_class=PUBLIC)
+    def set_breaker(self, request: Any) -> bytes:
+        """Force the breaker ``open`` or ``closed``, or hand it back to its rules with ``auto``."""
+        self._authorize(request)
+        payload = read_json_object(request)
+        mode = payload.get("mode")
+        if set(payload) != {"mode"} or mode not in BREAKER_MODES:
+            raise ValidationFailed({"mode": "must be one of " + ", ".join(BREAKER_MODES)})
+        self._breaker.set_mode(mode)
+        return respond_json(request, 200, self._breaker.describe())

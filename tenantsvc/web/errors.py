@@ -13,6 +13,8 @@ from tenantsvc.core.validation import ValidationFailed
 from tenantsvc.services.errors import Conflict, NotFoundError, ServiceUnavailable
 
 JSON_TYPE = b"application/json"
+# Reason phrases Twisted does not know (it would send "Unknown Status").
+REASON_PHRASES = {422: b"Unprocessable Content", 429: b"Too Many Requests"}
 
 
 class ApiError(Exception):
@@ -46,7 +48,7 @@ def json_bytes(payload: Any) -> bytes:
 
 def respond_json(request: Any, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> bytes:
     """Set status and JSON content type (plus ``headers``) on ``request`` and return the body bytes."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, REASON_PHRASES.get(status))
     request.setHeader(b"Content-Type", JSON_TYPE)
     for name, value in (headers or {}).items():
         request.setHeader(name.encode("ascii"), value.encode("latin-1"))
@@ -76,7 +78,9 @@ def to_api_error(error: BaseException) -> ApiError | None:
         return ApiError(409, error.code, str(error), extra=error.extra)
     if isinstance(error, StatementTimeout):
         return unavailable("the database took too long to answer", 2)
-    if isinstance(error, (DatabaseUnavailable, InteractionAbandoned, ServiceUnavailable)):
+    if isinstance(error, ServiceUnavailable):
+        return unavailable(str(error), getattr(error, "retry_after_s", 5))
+    if isinstance(error, (DatabaseUnavailable, InteractionAbandoned)):
         return unavailable("the database is unavailable; try again shortly")
     return None
 

@@ -24,6 +24,10 @@ class Readiness:
         self.started = False
         self.draining = False
 
+    def start_draining(self) -> None:
+        """From now on ``/readyz`` answers 503."""
+        self.draining = True
+
     @property
     def ready(self) -> bool:
         """True between start-up and the beginning of a drain."""

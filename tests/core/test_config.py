@@ -87,8 +87,27 @@ def test_options_override_the_environment():
     assert (settings.role, settings.listen, settings.demo) == ("worker_settlement", "unix:/tmp/t.sock", True)
 
 
+PRODUCTION = {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://app@db.internal:6432/tenantsvc"}
+
+
 def test_production_logs_to_a_file_by_default():
-    assert load_settings({"ENVIRONMENT": "production"}).log_file is not None
+    assert load_settings(PRODUCTION).log_file is not None
+
+
+def test_production_refuses_the_sqlite_default():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_settings({"ENVIRONMENT": "production"})
+
+
+@pytest.mark.parametrize("raw", ["postgresql://admin@pgb:6432/tenantsvc", "http://pgb/pgbouncer", "nonsense"])
+def test_pgbouncer_admin_url_must_name_the_admin_console(raw):
+    with pytest.raises(ConfigError, match="PGBOUNCER_ADMIN_URL"):
+        load_settings({"PGBOUNCER_ADMIN_URL": raw})
+
+
+def test_pgbouncer_admin_url_is_kept_out_of_repr():
+    settings = load_settings({"PGBOUNCER_ADMIN_URL": "postgresql://stats:s3cret@pgb:6432/pgbouncer"})
+    assert settings.pgbouncer_admin_url.endswith("/pgbouncer") and "s3cret" not in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -179,3 +198,16 @@ def test_settings_are_frozen():
     settings = load_settings({})
     with pytest.raises(AttributeError):
         settings.role = "web"  # type: ignore[misc]
+
+
+def test_every_variable_the_code_reads_is_listed_for_help_and_docs():
+    import re
+    from pathlib import Path
+
+    import tenantsvc.config as config
+
+    source = Path(config.__file__).read_text()
+    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z0-9_]+)"', source))
+    assert read == set(config.ENVIRONMENT_VARIABLES)
+    readme = (Path(config.__file__).parents[1] / "README.md").read_text()
+    assert [name for name in config.ENVIRONMENT_VARIABLES if f"`{name}`" not in readme] == []

@@ -271,7 +271,7 @@ def _tenant_service(db: Any) -> TenantService:
     from twisted.internet import reactor
 
     metrics = Metrics(CollectorRegistry(), "web")
-    return TenantService(db, ThemeCache(clock=reactor, db=db, registry=TenantRegistry(), metrics=metrics))
+    return TenantService(db, db, ThemeCache(clock=reactor, db=db, registry=TenantRegistry(), metrics=metrics))
 
 
 @pytest_twisted.ensureDeferred
