@@ -97,7 +97,8 @@ def build_components(settings: Settings, reactor: Any, *,
         from tenantsvc.adapters.redis import RedisClient
 
         redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
-    breaker = DbBreaker(db, reactor, metrics, conn_timeout_s=settings.db_conn_timeout_s)
+    breaker = DbBreaker(db, reactor, metrics, conn_timeout_s=settings.db_conn_timeout_s,
+                        statement_timeout_s=settings.db_statement_timeout_ms / 1000)
     reads, writes = breaker.runner(READ), breaker.runner(WRITE)
     themes = ThemeCache(
         clock=reactor, db=reads, registry=tenant_registry, metrics=metrics, l2=redis,

@@ -97,7 +97,14 @@ class Metrics:
             ["name"], registry=registry,
         )
         self.db_pool_timeouts = Counter(
-            "db_pool_timeouts_total", "Writes withdrawn unrun because no connection came within DB_CONN_TIMEOUT.",
+            "db_pool_timeouts_total",
+            "DB interactions withdrawn unrun because no connection came within DB_CONN_TIMEOUT.",
+            ["name"], registry=registry,
+        )
+        self.db_deadline_timeouts = Counter(
+            "db_deadline_timeouts_total",
+            "DB interactions whose caller stopped waiting at the overall deadline (conn wait + statement "
+            "timeout + margin); the interaction finished, or not, in the background.",
             ["name"], registry=registry,
         )
         self.breaker_state = Gauge(
@@ -112,6 +119,22 @@ class Metrics:
             "circuit_breaker_rejections_total", "Calls refused by an open (or probe-limited) circuit breaker.",
             ["breaker_name", "request_class"], registry=registry,
         )
+        # Players (issue 5): rate limits and the session store. ``endpoint_class`` and ``op`` are constants.
+        self.ratelimit_decisions = Counter(
+            "ratelimit_decisions_total",
+            "Rate-limit decisions by endpoint class and outcome (allowed, limited, or fail_open: Redis was "
+            "unreachable and the in-process bucket decided).",
+            ["endpoint_class", "outcome"], registry=registry,
+        )
+        self.session_store_operations = Counter(
+            "session_store_operations_total", "Session store operations by operation and outcome (ok, error).",
+            ["op", "outcome"], registry=registry,
+        )
+        self.session_store_latency = Histogram(
+            "session_store_latency_seconds", "Session store operation latency by operation.",
+            ["op"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self._ratelimit_children: dict[tuple[str, str], Callable[[], None]] = {}
 
     def watch_pool(self, snapshot: Callable[[], object]) -> None:
         """Export pool gauges computed from ``snapshot()`` at scrape time."""
@@ -154,3 +177,17 @@ class Metrics:
             self.db_connection_errors.labels(name).inc()
         elif isinstance(error, StatementTimeout):
             self.db_statement_timeouts.labels(name).inc()
+
+    def record_rate_limit(self, endpoint_class: str, outcome: str) -> None:
+        """Count one rate-limit decision (label children are cached: this is on hot paths)."""
+        key = (endpoint_class, outcome)
+        inc = self._ratelimit_children.get(key)
+        if inc is None:
+            inc = self.ratelimit_decisions.labels(*key).inc
+            self._ratelimit_children[key] = inc
+        inc()
+
+    def record_session_store(self, op: str, ok: bool, seconds: float) -> None:
+        """Count and time one session store operation."""
+        self.session_store_operations.labels(op, "ok" if ok else "error").inc()
+        self.session_store_latency.labels(op).observe(seconds)

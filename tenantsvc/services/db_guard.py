@@ -4,9 +4,15 @@ services reach the DB by request class.
 ``DbBreaker`` wraps the pure ``tenantsvc.core.breaker.CircuitBreaker`` with an injected clock. It is
 fed by the ``Database``: every finished interaction (an observer: connection errors and statement
 timeouts are failures, any other answer from the DB is a success) and a pool sample every 0.25 s
-(pressure). ``run(request_class, name, fn, *args)`` admits or refuses the call (``BreakerOpen``) and,
-for a ``write``, bounds the wait for a connection: a write still waiting after ``conn_timeout_s`` is
-withdrawn — it never runs later — and ``PoolTimeout`` is raised.
+(pressure). ``run(request_class, name, fn, *args)`` admits or refuses the call (``BreakerOpen``) and
+bounds how long its caller waits, whatever the DB does:
+
+- the wait for a connection (reads and writes alike): an interaction still waiting after
+  ``conn_timeout_s`` is withdrawn — it never runs later — and ``PoolTimeout`` is raised;
+- the whole call: after ``conn_timeout_s + statement_timeout_s + deadline_margin_s`` the caller gets
+  ``DatabaseTimeout`` even if the interaction is still running (a frozen Postgres answers nothing,
+  so ``statement_timeout`` cannot fire and the socket just hangs). Such a timeout counts as a breaker
+  failure (TIMEOUT), so a frozen DB opens the breaker.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from tenantsvc.core.breaker import (
     REQUEST_CLASSES,
     STATE_CODES,
     TIMEOUT,
-    WRITE,
     Admission,
     BreakerConfig,
     CircuitBreaker,
@@ -34,13 +39,15 @@ from tenantsvc.core.breaker import (
     retry_after_header_s,
 )
 from tenantsvc.obs.metrics import Metrics
-from tenantsvc.services.errors import BreakerOpen, PoolTimeout
+from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
 T = TypeVar("T")
 
 BREAKER_NAME = "db_pool"
 SAMPLE_INTERVAL_S = 0.25
 POOL_TIMEOUT_RETRY_AFTER_S = 2
+DEADLINE_RETRY_AFTER_S = 2
+DEADLINE_MARGIN_S = 0.5  # on top of conn wait + statement timeout: the error's way back, the rollback
 SUCCESS = "success"
 MODES = ("open", "closed", "auto")
 
@@ -48,6 +55,11 @@ BREAKER_TRANSITION = MessageType(
     "tenantsvc:breaker:transition",
     fields(breaker_name=str, from_state=str, to_state=str, reason=str, detail=str),
     "The circuit breaker changed state; detail is the failure kind when failures caused it.",
+)
+LATE_RESULT = MessageType(
+    "tenantsvc:db:late_result",
+    fields(name=str, outcome=str, elapsed_s=float),
+    "An interaction finished after its caller had been answered DatabaseTimeout; its result was dropped.",
 )
 BREAKER_MODE = MessageType(
     "tenantsvc:breaker:mode", fields(breaker_name=str, mode=str), "An operator set the breaker mode.",
@@ -79,7 +91,7 @@ def verdict(error: BaseException | None) -> str | None:
     """
     if isinstance(error, DatabaseUnavailable):
         return CONNECTION_ERROR
-    if isinstance(error, StatementTimeout):
+    if isinstance(error, (StatementTimeout, DatabaseTimeout)):
         return TIMEOUT
     if isinstance(error, (InteractionAbandoned, CancelledError, PoolTimeout)):
         return None
@@ -92,11 +104,18 @@ class DbBreaker(Service):
     name = "db_breaker"
 
     def __init__(self, db: GuardedDatabase, clock: Any, metrics: Metrics, *, conn_timeout_s: float,
+                 statement_timeout_s: float = 3.0, deadline_margin_s: float = DEADLINE_MARGIN_S,
                  config: BreakerConfig = BreakerConfig(), sample_interval_s: float = SAMPLE_INTERVAL_S):
+        if conn_timeout_s <= 0 or statement_timeout_s < 0 or deadline_margin_s < 0:
+            raise ValueError("conn_timeout_s must be positive, statement_timeout_s and deadline_margin_s >= 0")
         self._db = db
         self._clock = clock
         self._metrics = metrics
         self._conn_timeout_s = conn_timeout_s
+        # DB_STATEMENT_TIMEOUT=0 disables Postgres's statement_timeout: nothing bounds a statement, so
+        # nothing bounds the call either (the connection wait stays bounded).
+        self.deadline_s: float | None = (
+            conn_timeout_s + statement_timeout_s + deadline_margin_s if statement_timeout_s > 0 else None)
         self._sample_interval_s = sample_interval_s
         self._loop: LoopingCall | None = None
         self.machine = CircuitBreaker(config, self._transitioned)
@@ -134,17 +153,20 @@ class DbBreaker(Service):
     async def run(self, request_class: str, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(txn, *args)`` as interaction ``name`` if the breaker admits ``request_class``.
 
-        Raises ``BreakerOpen`` when refused; for a ``write``, ``PoolTimeout`` when no connection came
-        within ``conn_timeout_s`` (the write was withdrawn and never runs). Cancelling the call cancels
-        the interaction with ``Database`` semantics (not run if it had not begun); callers that must
-        finish a write whatever happens to their own caller ``shield`` it.
+        Raises ``BreakerOpen`` when refused; ``PoolTimeout`` when no connection came within
+        ``conn_timeout_s`` (the interaction was withdrawn and never runs); ``DatabaseTimeout`` when the
+        interaction began but the DB had not answered by ``deadline_s`` after the call. In that last
+        case the interaction cannot be interrupted in its pool thread: it finishes in the background,
+        its late result is dropped (logged as ``tenantsvc:db:late_result``), and a write may commit
+        after its caller was told 503. That is safe because write callers carry idempotency keys: the
+        client's retry with the same key replays the committed result instead of applying it twice.
+
+        Cancelling the call cancels the interaction with ``Database`` semantics (not run if it had not
+        begun); callers that must finish a write whatever happens to their own caller ``shield`` it.
         """
         admission = self._admit(request_class)
         try:
-            if request_class == WRITE:
-                result = await self._bounded(self._db.submit_interaction(name, fn, *args))
-            else:
-                result = await self._db.run_interaction(name, fn, *args)
+            result = await self._bounded(self._db.submit_interaction(name, fn, *args))
         except BaseException as error:  # re-raised: only the probe's outcome is noted
             self._report_probe(admission, error)
             raise
@@ -166,25 +188,52 @@ class DbBreaker(Service):
             raise BreakerOpen(retry_after_header_s(self.machine.retry_after_s(now)), self.machine.open_reason)
         return admission
 
-    async def _bounded(self, pending: PendingInteraction) -> Any:
-        withdrawn = False
+    def _bounded(self, pending: PendingInteraction) -> Deferred:
+        """What the caller awaits for ``pending``: its result, or ``PoolTimeout`` / ``DatabaseTimeout``."""
+        clock, submitted_at, deadline_s = self._clock, self._clock.seconds(), self.deadline_s or 0.0
+        withdrawn = expired = False
+        waiter: Deferred = Deferred(lambda _: pending.deferred.cancel())
 
-        def give_up() -> None:
+        def give_up_waiting() -> None:
             nonlocal withdrawn
-            withdrawn = True  # set first: a successful withdraw() fails the Deferred, resuming us, at once
+            withdrawn = True  # set first: a successful withdraw() fails the Deferred, relaying, at once
             withdrawn = pending.withdraw()
 
-        timer = self._clock.callLater(self._conn_timeout_s, give_up)
-        try:
-            return await pending.deferred
-        except CancelledError:
-            if not withdrawn:
-                raise
-            self._metrics.db_pool_timeouts.labels(pending.name).inc()
-            raise PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, self._conn_timeout_s) from None
-        finally:
-            if timer.active():
-                timer.cancel()
+        def past_deadline() -> None:
+            nonlocal expired
+            if waiter.called:
+                return
+            expired = True
+            self._metrics.db_deadline_timeouts.labels(pending.name).inc()
+            self.machine.record_failure(clock.seconds(), TIMEOUT)  # the observer only hears of it when it ends
+            waiter.errback(DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s))
+
+        def relay(result: object) -> None:
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
+            if waiter.called:  # answered at the deadline (or cancelled): drop the result, never leave it unhandled
+                if expired:
+                    outcome = "success" if not isinstance(result, Failure) else type(result.value).__name__
+                    LATE_RESULT.log(name=pending.name, outcome=outcome,
+                                    elapsed_s=round(clock.seconds() - submitted_at, 3))
+                return None
+            if isinstance(result, Failure):
+                if withdrawn and result.check(CancelledError):
+                    self._metrics.db_pool_timeouts.labels(pending.name).inc()
+                    waiter.errback(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, self._conn_timeout_s))
+                else:
+                    waiter.errback(result)
+            else:
+                waiter.callback(result)
+            return None
+
+        conn_timer = clock.callLater(self._conn_timeout_s, give_up_waiting)
+        timers = [conn_timer]
+        if self.deadline_s is not None:
+            timers.append(clock.callLater(self.deadline_s, past_deadline))
+        pending.deferred.addBoth(relay)
+        return waiter
 
     def _report_probe(self, admission: Admission, error: BaseException | None) -> None:
         probe = admission.probe

@@ -33,10 +33,43 @@ class BreakerOpen(ServiceUnavailable):
 
 
 class PoolTimeout(ServiceUnavailable):
-    """No DB connection came within the bounded wait; the write was withdrawn and will never run."""
+    """No DB connection came within the bounded wait; the interaction was withdrawn and will never run."""
 
     def __init__(self, retry_after_s: int, waited_s: float):
-        super().__init__(f"no database connection within {waited_s:g}s; the write was not applied, "
+        super().__init__(f"no database connection within {waited_s:g}s; nothing was applied, "
                          f"retry in {retry_after_s}s")
         self.retry_after_s = retry_after_s
         self.waited_s = waited_s
+
+
+class DatabaseTimeout(ServiceUnavailable):
+    """The DB did not answer within the overall deadline; the caller stopped waiting.
+
+    Unlike ``PoolTimeout`` the interaction had begun, so it may still complete (a write may commit)
+    after the caller was answered: retry with the same idempotency key.
+    """
+
+    def __init__(self, retry_after_s: int, deadline_s: float):
+        super().__init__(f"the database did not answer within {deadline_s:g}s; "
+                         f"retry in {retry_after_s}s (with the same Idempotency-Key for writes)")
+        self.retry_after_s = retry_after_s
+        self.deadline_s = deadline_s
+
+
+class SessionStoreUnavailable(ServiceUnavailable):
+    """The session store (Redis) could not be reached in time: login and authenticated routes answer 503.
+
+    Never replaced by a per-instance fallback, which would log people in and out at random.
+    """
+
+    def __init__(self, retry_after_s: int = 2):
+        super().__init__(f"the session store is unavailable; retry in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(ServiceUnavailable):
+    """This instance is at a self-imposed limit (e.g. password hashing queue); retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

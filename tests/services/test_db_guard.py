@@ -1,4 +1,5 @@
-"""DbBreaker on a Clock with a hand-driven fake Database: feeds, admission by class, bounded writes, exports."""
+"""DbBreaker on a Clock with a hand-driven fake Database: feeds, admission by class, bounded waits and the
+overall deadline, exports."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ from tenantsvc.adapters.db.errors import (
 from tenantsvc.adapters.db.pool import PoolSnapshot
 from tenantsvc.core.breaker import CLOSED, CONNECTION_ERROR, HALF_OPEN, OPEN, READ, TIMEOUT, WRITE, BreakerConfig
 from tenantsvc.obs.metrics import Metrics
-from tenantsvc.services.db_guard import SAMPLE_INTERVAL_S, SUCCESS, DbBreaker, verdict
-from tenantsvc.services.errors import BreakerOpen, PoolTimeout
+from tenantsvc.service import build_components
+from tenantsvc.services.db_guard import DEADLINE_MARGIN_S, SAMPLE_INTERVAL_S, SUCCESS, DbBreaker, verdict
+from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout, ServiceUnavailable
+from tenantsvc.web.errors import to_api_error
+from tests.support.web_harness import ThreadlessConnectionPool, harness_settings
 
 CONN_TIMEOUT_S = 5.0
+STATEMENT_TIMEOUT_S = 3.0
+DEADLINE_S = CONN_TIMEOUT_S + STATEMENT_TIMEOUT_S + DEADLINE_MARGIN_S
 OPEN_DURATION_S = 5.0
 
 
@@ -103,6 +109,7 @@ class Env:
         self.db = FakeDatabase()
         self.metrics = Metrics(CollectorRegistry(), "web")
         self.breaker = DbBreaker(self.db, self.clock, self.metrics, conn_timeout_s=CONN_TIMEOUT_S,
+                                 statement_timeout_s=STATEMENT_TIMEOUT_S,
                                  config=BreakerConfig(open_duration_s=OPEN_DURATION_S, **config))
         self.breaker.startService()
 
@@ -198,6 +205,7 @@ def test_answers_from_the_db_even_refusals_are_not_failures(env):
     (ValueError("the interaction's own logic"), SUCCESS),
     (DatabaseUnavailable("x"), CONNECTION_ERROR),
     (StatementTimeout("x"), TIMEOUT),
+    (DatabaseTimeout(2, 8.5), TIMEOUT),
     (InteractionAbandoned("x"), None),
     (CancelledError(), None),
     (PoolTimeout(2, 5.0), None),
@@ -293,47 +301,130 @@ def test_a_probe_that_never_reached_the_db_frees_its_slot():
     assert len(env.db.pending) == 2
 
 
-# ---- bounded writes ----------------------------------------------------------------------------
+# ---- bounded waits --------------------------------------------------------------------------
 
 
-def test_a_write_without_a_connection_within_the_bound_is_withdrawn_and_never_runs(env):
-    write = env.run(WRITE, "credit_wallet")
+@pytest.mark.parametrize(("request_class", "name"), [(WRITE, "credit_wallet"), (READ, "list_tenants")])
+def test_a_call_without_a_connection_within_the_bound_is_withdrawn_and_never_runs(env, request_class, name):
+    call = env.run(request_class, name)
     pending = env.db.pending[0]
     env.clock.advance(CONN_TIMEOUT_S - 0.01)
-    assert not write.called
+    assert not call.called
     env.clock.advance(0.01)
-    error = refusal(write, PoolTimeout)
+    error = refusal(call, PoolTimeout)
     assert pending.withdrawn and error.retry_after_s == 2 and error.waited_s == CONN_TIMEOUT_S
-    assert env.metric("db_pool_timeouts_total", name="credit_wallet") == 1
+    assert env.metric("db_pool_timeouts_total", name=name) == 1
     with pytest.raises(AssertionError, match="never begin"):
         pending.begin()
 
 
-def test_a_write_that_began_within_the_bound_is_awaited_to_the_end(env):
+def test_the_deadline_is_the_connection_wait_plus_the_statement_timeout_plus_a_margin():
+    metrics = Metrics(CollectorRegistry(), "web")
+    breaker = DbBreaker(FakeDatabase(), Clock(), metrics, conn_timeout_s=1.0, statement_timeout_s=2.0,
+                        deadline_margin_s=0.25)
+    assert breaker.deadline_s == 3.25
+    assert Env().breaker.deadline_s == DEADLINE_S
+    with pytest.raises(ValueError, match="positive"):
+        DbBreaker(FakeDatabase(), Clock(), metrics, conn_timeout_s=0, statement_timeout_s=1.0)
+
+
+def test_without_a_statement_timeout_only_the_connection_wait_is_bounded():
+    clock, db = Clock(), FakeDatabase()
+    breaker = DbBreaker(db, clock, Metrics(CollectorRegistry(), "web"), conn_timeout_s=1.0, statement_timeout_s=0)
+    assert breaker.deadline_s is None  # DB_STATEMENT_TIMEOUT=0: Postgres bounds no statement, so neither do we
+    call = ensureDeferred(breaker.run(WRITE, "work", noop_txn))
+    db.pending[0].begin()
+    clock.advance(3600)
+    assert not call.called and clock.getDelayedCalls() == []
+    db.pending[0].finish("done")
+    assert call.result == "done"
+
+
+def test_the_composition_root_passes_the_configured_bounds(tmp_path):
+    settings = harness_settings(str(tmp_path / "db.sqlite3"), env={"DB_CONN_TIMEOUT": "1",
+                                                                    "DB_STATEMENT_TIMEOUT": "1500ms"})
+    components = build_components(settings, Clock(), pool_factory=ThreadlessConnectionPool)
+    try:
+        assert components.breaker.deadline_s == 1 + 1.5 + DEADLINE_MARGIN_S
+    finally:
+        components.db.close()
+
+
+def test_a_call_that_began_within_the_bound_is_awaited_until_the_deadline(env):
     write = env.run(WRITE)
     env.clock.advance(CONN_TIMEOUT_S - 1)
     env.db.pending[0].begin()
-    env.clock.advance(10 * CONN_TIMEOUT_S)
+    env.clock.advance(DEADLINE_S - (CONN_TIMEOUT_S - 1) - 0.01)
     assert not write.called and not env.db.pending[0].withdrawn
     env.db.pending[0].finish("committed")
     assert write.result == "committed"
     assert env.metric("db_pool_timeouts_total", name="work") == 0
+    assert env.metric("db_deadline_timeouts_total", name="work") == 0
 
 
-def test_the_bound_timer_is_cleared_once_the_write_finished(env):
+@pytest.mark.parametrize("request_class", [READ, WRITE])
+def test_past_the_deadline_the_caller_gets_a_503_error_and_the_late_result_is_dropped(env, eliot_messages,
+                                                                                      request_class):
+    call = env.run(request_class, "credit_wallet")
+    env.db.pending[0].begin()  # e.g. a statement sent to a frozen (SIGSTOPped) Postgres: no answer ever comes
+    env.clock.advance(DEADLINE_S - 0.01)
+    assert not call.called
+    env.clock.advance(0.01)
+    error = refusal(call, DatabaseTimeout)
+    assert isinstance(error, ServiceUnavailable)
+    assert (error.retry_after_s, error.deadline_s) == (2, DEADLINE_S)
+    assert env.metric("db_deadline_timeouts_total", name="credit_wallet") == 1
+    assert to_api_error(error).status == 503 and to_api_error(error).headers["Retry-After"] == "2"
+    env.clock.advance(30)
+    env.db.pending[0].finish("committed late")  # the DB thawed: the interaction completes in the background
+    late = [m for m in eliot_messages if m.get("message_type") == "tenantsvc:db:late_result"]
+    assert [(m["name"], m["outcome"], m["elapsed_s"]) for m in late] == [
+        ("credit_wallet", "success", DEADLINE_S + 30)]
+
+
+def test_a_late_failure_is_logged_and_never_left_unhandled(env, eliot_messages):
+    call = env.run(WRITE)
+    env.db.pending[0].begin()
+    env.clock.advance(DEADLINE_S)
+    refusal(call, DatabaseTimeout)
+    env.db.pending[0].finish(DatabaseUnavailable("connection reset"))
+    assert env.db.pending[0].deferred.result is None  # consumed: no "Unhandled error in Deferred"
+    late = [m for m in eliot_messages if m.get("message_type") == "tenantsvc:db:late_result"]
+    assert [m["outcome"] for m in late] == ["DatabaseUnavailable"]
+
+
+def test_deadline_timeouts_open_the_breaker_and_later_writes_fail_fast(env):
+    calls = [env.run(WRITE) for _ in range(5)]
+    for pending in env.db.pending:
+        pending.begin()
+    env.clock.advance(DEADLINE_S)
+    for call in calls:
+        refusal(call, DatabaseTimeout)
+    assert env.state == OPEN
+    assert (env.breaker.machine.open_reason, env.breaker.machine.transitions[-1].detail) == ("failures", TIMEOUT)
+    refusal(env.run(WRITE))
+    assert len(env.db.pending) == 5
+
+
+def test_a_probe_past_the_deadline_reopens_the_breaker():
+    env = Env()
+    env.half_open()
+    probe = env.run(READ)
+    env.db.pending[0].begin()
+    env.clock.advance(DEADLINE_S)
+    refusal(probe, DatabaseTimeout)
+    assert (env.state, env.breaker.machine.reason) == (OPEN, "probe_failed")
+    assert env.breaker.machine.transitions[-1].detail == TIMEOUT
+
+
+def test_the_timers_are_cleared_once_the_call_finished(env):
     sampler_only = len(env.clock.getDelayedCalls())
     write = env.run(WRITE)
-    assert len(env.clock.getDelayedCalls()) == sampler_only + 1
+    assert len(env.clock.getDelayedCalls()) == sampler_only + 2  # connection wait and overall deadline
     env.db.pending[0].begin()
     env.db.pending[0].finish("done")
     assert write.result == "done"
     assert len(env.clock.getDelayedCalls()) == sampler_only
-
-
-def test_reads_have_no_connection_bound(env):
-    read = env.run(READ)
-    env.clock.advance(10 * CONN_TIMEOUT_S)
-    assert not read.called and not env.db.pending[0].withdrawn
 
 
 def test_cancelling_a_queued_write_cancels_it_rather_than_timing_out(env):
@@ -342,6 +433,17 @@ def test_cancelling_a_queued_write_cancels_it_rather_than_timing_out(env):
     refusal(write, CancelledError)
     assert env.db.pending[0].withdrawn
     assert env.metric("db_pool_timeouts_total", name="work") == 0
+
+
+def test_cancelling_a_running_call_drops_its_result_and_clears_the_timers(env):
+    sampler_only = len(env.clock.getDelayedCalls())
+    read = env.run(READ)
+    env.db.pending[0].begin()
+    read.cancel()
+    refusal(read, CancelledError)
+    assert len(env.clock.getDelayedCalls()) == sampler_only
+    env.db.pending[0].finish("ignored")
+    assert env.metric("db_deadline_timeouts_total", name="work") == 0
 
 
 # ---- operators and health ----------------------------------------------------------------------
