@@ -6,11 +6,14 @@ or pytest-twisted has chosen the reactor).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
 
 from eliot import log_message
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from tenantsvc.adapters.deferreds import with_timeout
 from tenantsvc.config import RedisTarget
@@ -29,6 +32,22 @@ return 0
 
 class RedisUnavailable(Exception):
     """A Redis call failed or timed out; callers degrade instead of failing the request."""
+
+
+def _unavailable(failure: Failure, command: str) -> None:
+    raise RedisUnavailable(f"{command}: {failure.type.__name__}")
+
+
+@dataclass(frozen=True)
+class RedisScript:
+    """A Lua script and its SHA1, run with ``RedisClient.run_script`` (EVALSHA, EVAL only when not cached)."""
+
+    source: str
+
+    @property
+    def sha1(self) -> str:
+        """The digest Redis knows the script by."""
+        return hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
 
 class KeyValueStore(Protocol):
@@ -52,6 +71,11 @@ def _redis_target_kwargs(target: RedisTarget) -> dict[str, Any]:
             "ssl_context_factory": target.tls}
 
 
+def _keep_trying() -> Deferred:
+    """Stands in for ``RedisFactory.stopTrying`` (called only by a failed handshake, QUIT and SHUTDOWN)."""
+    return succeed(None)
+
+
 class RedisClient(Service):
     """A lazily connecting, self-reconnecting pool; a Service so it disconnects on shutdown.
 
@@ -72,16 +96,29 @@ class RedisClient(Service):
             **_redis_target_kwargs(target),
         )
         self._pool._factory.maxDelay = MAX_RECONNECT_DELAY_S
+        # txredisapi stops reconnecting for good when a new connection's SELECT/AUTH fails, and on a paused
+        # Redis that handshake times out: the pool would stay empty until the process restarts. Keep trying.
+        self._pool._factory.stopTrying = _keep_trying
+
+    def _execute(self, command: str, *args: Any, timeout_s: float | None = None) -> Deferred:
+        return with_timeout(self._clock, self._pool.execute_command(command, *args),
+                            self.timeout_s if timeout_s is None else timeout_s)
 
     def call(self, command: str, *args: Any, timeout_s: float | None = None) -> Deferred:
         """Run one Redis command with a timeout; failures arrive as ``RedisUnavailable``."""
-        deferred = with_timeout(self._clock, self._pool.execute_command(command, *args),
-                                self.timeout_s if timeout_s is None else timeout_s)
+        return self._execute(command, *args, timeout_s=timeout_s).addErrback(_unavailable, command)
 
-        def unavailable(failure: Any) -> None:
-            raise RedisUnavailable(f"{command}: {failure.type.__name__}")
+    def run_script(self, script: "RedisScript", keys: Sequence[str], args: Sequence[Any]) -> Deferred:
+        """Run a Lua script by its SHA1 (EVALSHA); when Redis has not cached it yet (NOSCRIPT), send it (EVAL).
 
-        return deferred.addErrback(unavailable)
+        Each command is bounded by the client timeout; failures arrive as ``RedisUnavailable``.
+        """
+        def load_if_unknown(failure: Failure) -> Deferred:
+            if "NOSCRIPT" not in str(failure.value):
+                _unavailable(failure, "EVALSHA")
+            return self.call("EVAL", script.source, len(keys), *keys, *args)
+
+        return self._execute("EVALSHA", script.sha1, len(keys), *keys, *args).addErrback(load_if_unknown)
 
     def get(self, key: str, *, timeout_s: float | None = None) -> Deferred:
         """GET ``key``."""

@@ -1,0 +1,134 @@
+"""Token-bucket arithmetic, pure: time comes in as ``now`` (seconds), nothing here keeps a clock or does I/O.
+
+A bucket holds at most ``capacity`` tokens (the burst) and gains ``refill_per_s`` tokens per second.
+A request for ``n`` tokens is admitted when the bucket holds at least ``n``; it then spends them.
+Consequences the tests check: over any interval of length ``t`` a bucket admits at most
+``capacity + refill_per_s * t`` tokens' worth of requests, it never holds more than ``capacity``, and
+time going backwards (a clock step) never mints tokens: the bucket only ever moves forward in time.
+
+The Redis limiter runs the same refill rule in Lua and builds its answer with ``decision_for``, so both
+limiters report identical ``Decision`` fields.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BucketPolicy:
+    """Size and speed of a bucket: ``capacity`` tokens (the burst), refilled at ``refill_per_s`` per second."""
+
+    capacity: int
+    refill_per_s: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.capacity, bool) or not isinstance(self.capacity, int) or self.capacity < 1:
+            raise ValueError(f"capacity must be a whole number of at least 1, got {self.capacity!r}")
+        if not (isinstance(self.refill_per_s, (int, float)) and math.isfinite(self.refill_per_s)
+                and self.refill_per_s > 0):
+            raise ValueError(f"refill_per_s must be a positive number, got {self.refill_per_s!r}")
+
+    @property
+    def full_refill_s(self) -> float:
+        """Seconds an empty bucket takes to fill: a bucket idle this long is indistinguishable from a new one."""
+        return self.capacity / self.refill_per_s
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """Tokens held at ``updated_at`` (the latest time the bucket has seen)."""
+
+    tokens: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one request.
+
+    ``remaining`` is the whole tokens left (floor); ``reset_s`` the seconds until the bucket is full again;
+    ``retry_after_s`` the seconds until it holds the ``n`` tokens asked for (0 when it already does).
+    ``fail_open`` marks a decision the fleet-wide limiter could not make (Redis down), taken locally instead.
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float
+    retry_after_s: float
+    fail_open: bool = False
+
+    @property
+    def reset_whole_s(self) -> int:
+        """``reset_s`` rounded up to whole seconds (for headers)."""
+        return math.ceil(self.reset_s)
+
+    @property
+    def retry_after_whole_s(self) -> int:
+        """``retry_after_s`` rounded up to whole seconds, at least 1 (for ``Retry-After`` on a refusal)."""
+        return max(1, math.ceil(self.retry_after_s))
+
+
+def full_bucket(policy: BucketPolicy, now: float) -> BucketState:
+    """A bucket that has never been used (or has been idle for at least ``full_refill_s``)."""
+    return BucketState(float(policy.capacity), now)
+
+
+def refill(policy: BucketPolicy, state: BucketState, now: float) -> BucketState:
+    """The bucket as of ``now``: refilled for the time elapsed, capped at capacity.
+
+    A ``now`` earlier than ``state.updated_at`` adds nothing and leaves the bucket's time where it was.
+    """
+    if now <= state.updated_at:
+        return state
+    tokens = min(float(policy.capacity), state.tokens + (now - state.updated_at) * policy.refill_per_s)
+    return BucketState(tokens, now)
+
+
+def decision_for(policy: BucketPolicy, tokens: float, allowed: bool, n: int = 1) -> Decision:
+    """The ``Decision`` for a bucket left holding ``tokens`` after a request for ``n`` was (or was not) admitted."""
+    tokens = min(max(tokens, 0.0), float(policy.capacity))
+    return Decision(
+        allowed=allowed,
+        limit=policy.capacity,
+        remaining=math.floor(tokens),
+        reset_s=(policy.capacity - tokens) / policy.refill_per_s,
+        retry_after_s=max(0.0, (n - tokens) / policy.refill_per_s),
+    )
+
+
+def check_request_size(policy: BucketPolicy, n: int) -> None:
+    """Refuse a request size that could never be admitted (``ValueError``): 1 to ``capacity`` tokens."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= policy.capacity:
+        raise ValueError(f"a request must take 1 to {policy.capacity} tokens, got {n!r}")
+
+
+def take(policy: BucketPolicy, state: BucketState | None, now: float, n: int = 1) -> tuple[Decision, BucketState]:
+    """Try to spend ``n`` tokens at ``now``; returns the decision and the bucket's new state.
+
+    ``state`` None means a new (full) bucket. A refused request spends nothing.
+    """
+    check_request_size(policy, n)
+    current = refill(policy, full_bucket(policy, now) if state is None else state, now)
+    allowed = current.tokens >= n
+    after = BucketState(current.tokens - n, current.updated_at) if allowed else current
+    return decision_for(policy, after.tokens, allowed, n), after
+
+
+class TokenBucket:
+    """One bucket with its state, for callers that keep a bucket object rather than a ``BucketState``."""
+
+    def __init__(self, policy: BucketPolicy, state: BucketState | None = None):
+        self.policy = policy
+        self.state = state
+
+    def take(self, n: int, now: float) -> Decision:
+        """Try to spend ``n`` tokens at ``now`` (see ``take``)."""
+        decision, self.state = take(self.policy, self.state, now, n)
+        return decision
+
+    def tokens(self, now: float) -> float:
+        """Tokens held as of ``now`` (without spending any)."""
+        return refill(self.policy, self.state or full_bucket(self.policy, now), now).tokens

@@ -1,0 +1,154 @@
+"""Rate limiters behind one interface: ``await limiter.hit(key, policy)`` → ``Decision``.
+
+- ``LocalRateLimiter``: buckets in this process, timed by the reactor clock; no I/O, so the public hot
+  path can also call its synchronous ``check``. Memory is bounded: a bucket idle long enough to be full
+  again is forgotten (that changes no answer), and at most ``max_keys`` buckets are kept (least recently
+  used first out).
+- ``adapters.redis_rate_limiter.RedisRateLimiter``: one bucket per key in Redis, shared by the fleet.
+- ``FallbackRateLimiter``: the Redis limiter, failing open to a private local limiter while Redis is
+  unreachable (each such decision is marked ``fail_open`` and counted as such).
+
+``build_rate_limiters`` wires them as the service needs: ``local`` for public routes, ``fleet`` for
+authenticated and write routes (the local limiter itself when there is no Redis).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from eliot import MessageType, fields
+
+from tenantsvc.adapters.redis import RedisClient, RedisUnavailable
+from tenantsvc.adapters.redis_rate_limiter import RedisRateLimiter
+from tenantsvc.core.rate_limits import RateLimitPolicy
+from tenantsvc.core.token_bucket import BucketState, Decision, take
+from tenantsvc.obs.metrics import Metrics
+
+ALLOWED, LIMITED, FAIL_OPEN = "allowed", "limited", "fail_open"
+DEFAULT_MAX_KEYS = 100_000
+
+FAIL_OPEN_STARTED = MessageType(
+    "tenantsvc:ratelimit:fail_open_started", fields(error=str),
+    "Redis is unreachable: fleet-wide limits are decided by each instance's own buckets until it is back.")
+FAIL_OPEN_ENDED = MessageType(
+    "tenantsvc:ratelimit:fail_open_ended", fields(decisions=int),
+    "Redis answers again: fleet-wide limits are shared again; ``decisions`` were made locally meanwhile.")
+
+
+class RateLimiter(Protocol):
+    """Spends tokens from the bucket named ``key`` under ``policy``."""
+
+    async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
+        """Admit or refuse a request for ``n`` tokens."""
+
+
+def outcome_of(decision: Decision) -> str:
+    """The ``outcome`` label of ``ratelimit_decisions_total`` for ``decision``."""
+    if decision.fail_open:
+        return FAIL_OPEN
+    return ALLOWED if decision.allowed else LIMITED
+
+
+@dataclass
+class _Bucket:
+    state: BucketState
+    full_at: float  # from then on the bucket is full: forgetting it changes nothing
+
+
+class LocalRateLimiter:
+    """Token buckets in this process, timed by ``clock`` (an ``IReactorTime``)."""
+
+    def __init__(self, clock: Any, *, max_keys: int = DEFAULT_MAX_KEYS, metrics: Metrics | None = None):
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._clock = clock
+        self._max_keys = max_keys
+        self._metrics = metrics
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()  # least recently used first
+
+    def __len__(self) -> int:
+        """Buckets currently remembered."""
+        return len(self._buckets)
+
+    def check(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
+        """Spend ``n`` tokens from bucket ``key`` if it holds them (synchronous: for the public hot path)."""
+        now = self._clock.seconds()
+        self._forget_idle(now)
+        previous = self._buckets.get(key)
+        decision, state = take(policy.bucket, None if previous is None else previous.state, now, n)
+        self._buckets[key] = _Bucket(state, now + decision.reset_s)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        if self._metrics is not None:
+            self._metrics.record_rate_limit(policy.endpoint_class, outcome_of(decision))
+        return decision
+
+    async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
+        """``check`` as a coroutine, for callers that hold any ``RateLimiter``."""
+        return self.check(key, policy, n)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop least recently used buckets that are full again (stops at the first one that is not)."""
+        while self._buckets:
+            oldest = next(iter(self._buckets.values()))
+            if oldest.full_at > now:
+                return
+            self._buckets.popitem(last=False)
+
+
+class FallbackRateLimiter:
+    """``primary`` (the Redis limiter) while it answers; a private ``LocalRateLimiter`` while it does not.
+
+    Decisions made locally are marked ``fail_open``. Every decision is counted in
+    ``ratelimit_decisions_total``; the start and end of each outage are logged once.
+    """
+
+    def __init__(self, primary: RateLimiter, clock: Any, *, metrics: Metrics | None = None,
+                 max_keys: int = DEFAULT_MAX_KEYS):
+        self._primary = primary
+        self._fallback = LocalRateLimiter(clock, max_keys=max_keys)  # uncounted: counted here, once
+        self._metrics = metrics
+        self.fail_open_decisions = 0  # in the current outage; 0 while Redis answers
+
+    @property
+    def failing_open(self) -> bool:
+        """True while decisions are being made locally."""
+        return self.fail_open_decisions > 0
+
+    async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
+        """Ask ``primary``; on ``RedisUnavailable`` decide locally (fail open). Cancellation propagates."""
+        try:
+            decision = await self._primary.hit(key, policy, n)
+        except RedisUnavailable as error:
+            if not self.failing_open:
+                FAIL_OPEN_STARTED.log(error=str(error))
+            self.fail_open_decisions += 1
+            decision = replace(self._fallback.check(key, policy, n), fail_open=True)
+        else:
+            if self.failing_open:
+                FAIL_OPEN_ENDED.log(decisions=self.fail_open_decisions)
+                self.fail_open_decisions = 0
+        if self._metrics is not None:
+            self._metrics.record_rate_limit(policy.endpoint_class, outcome_of(decision))
+        return decision
+
+
+@dataclass(frozen=True)
+class RateLimiters:
+    """The two limiters routes use: ``local`` (public, in-process) and ``fleet`` (auth/read/write)."""
+
+    local: LocalRateLimiter
+    fleet: RateLimiter
+
+
+def build_rate_limiters(clock: Any, metrics: Metrics | None, redis: RedisClient | None, *,
+                        max_keys: int = DEFAULT_MAX_KEYS) -> RateLimiters:
+    """The limiters for this process: fleet-wide through Redis when configured, else in-process only."""
+    local = LocalRateLimiter(clock, max_keys=max_keys, metrics=metrics)
+    if redis is None:
+        return RateLimiters(local=local, fleet=local)
+    return RateLimiters(local=local, fleet=FallbackRateLimiter(RedisRateLimiter(redis), clock, metrics=metrics,
+                                                               max_keys=max_keys))
