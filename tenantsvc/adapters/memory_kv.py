@@ -4,6 +4,7 @@ publish to local subscribers), for fast unit tests. The contract suite runs it a
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -66,6 +67,23 @@ class MemoryKeyValueStore:
             del self._values[key]
             return succeed(True)
         return succeed(False)
+
+    def set_if_newer(self, key: str, value: str, fetched_at: float, *, px: int) -> Deferred:
+        """Store a JSON entry unless the stored one has a later ``fetched_at`` (as the Redis script does)."""
+        try:
+            self._check("EVALSHA")
+        except RedisUnavailable as error:
+            return fail(error)
+        current = self._live(key)
+        if current is not None:
+            try:
+                stored_at = float(json.loads(current)["fetched_at"])
+            except (ValueError, KeyError, TypeError):
+                stored_at = None
+            if stored_at is not None and stored_at > fetched_at:
+                return succeed(False)
+        self._values[key] = (value, self._clock.seconds() + px / 1000.0)
+        return succeed(True)
 
     def publish(self, channel: str, message: str) -> Deferred:
         """Deliver ``message`` to every local subscriber of ``channel``."""

@@ -30,6 +30,22 @@ return 0
 """
 
 
+# Store a cache entry only if what Redis holds is not newer: entries carry the time their data was read
+# ("fetched_at", ARGV[2]), so a slow refresh can never overwrite a theme saved after it read the DB.
+SET_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and tonumber(decoded['fetched_at']) and
+     tonumber(decoded['fetched_at']) > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+
 class RedisUnavailable(Exception):
     """A Redis call failed or timed out; callers degrade instead of failing the request."""
 
@@ -62,8 +78,14 @@ class KeyValueStore(Protocol):
     def compare_and_delete(self, key: str, token: str) -> Deferred:
         """Delete ``key`` only while it holds ``token``; fires True when deleted."""
 
+    def set_if_newer(self, key: str, value: str, fetched_at: float, *, px: int) -> Deferred:
+        """Store a JSON entry unless the stored one has a later ``fetched_at``; fires True when stored."""
+
     def publish(self, channel: str, message: str) -> Deferred:
         """Publish ``message``; fires with the number of receivers."""
+
+
+_SET_IF_NEWER = RedisScript(SET_IF_NEWER)
 
 
 def _redis_target_kwargs(target: RedisTarget) -> dict[str, Any]:
@@ -136,6 +158,11 @@ class RedisClient(Service):
     def compare_and_delete(self, key: str, token: str) -> Deferred:
         """Atomically delete ``key`` if it still holds ``token`` (Lua)."""
         return self.call("EVAL", COMPARE_AND_DELETE, 1, key, token).addCallback(lambda n: n == 1)
+
+    def set_if_newer(self, key: str, value: str, fetched_at: float, *, px: int) -> Deferred:
+        """Atomically store a JSON entry unless the stored one was fetched later (Lua, cjson)."""
+        return self.run_script(_SET_IF_NEWER, [key], [value, repr(float(fetched_at)), int(px)]).addCallback(
+            lambda n: n == 1)
 
     def publish(self, channel: str, message: str) -> Deferred:
         """PUBLISH ``message`` on ``channel``."""

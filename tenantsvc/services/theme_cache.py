@@ -167,6 +167,14 @@ class ThemeCache:
         self._misses.inc()
         return ensureDeferred(self._answer_from_l2(slug, kind, correlation_id))
 
+    def peek(self, slug: str, kind: str) -> ThemeAnswer:
+        """What is cached for ``slug`` (fresh variant, whatever its age) or the defaults; no refresh, no metrics.
+
+        For answers that must not cause work, such as a rate-limited request.
+        """
+        rendered = self._l1.get(slug)
+        return rendered.answers[(kind, FRESH)] if rendered is not None else DEFAULT_ANSWERS[kind]
+
     def cached_theme(self, slug: str) -> Theme | None:
         """The theme held in L1 for ``slug`` whatever its age (for reads served while the DB is refused)."""
         rendered = self._l1.get(slug)
@@ -243,6 +251,7 @@ class ThemeCache:
 
     async def _reload(self, slug: str) -> str:
         """Read the theme from the DB and store it everywhere; a failure leaves the cached entry alone."""
+        read_at = self._clock.seconds()
         try:
             theme = await with_timeout(self._clock, self._db.run_interaction(
                 "refresh_theme", tenant_store.load_theme_txn, slug), REFRESH_TIMEOUT_S)
@@ -252,7 +261,7 @@ class ThemeCache:
         except Exception:
             write_failure(Failure())
             return "error"
-        await self.store(slug, theme)
+        await self.store(slug, theme, read_at=read_at)
         return "ok"
 
     async def _acquire_lock(self, slug: str) -> str | bool | None:
@@ -270,17 +279,21 @@ class ThemeCache:
         assert self._l2 is not None
         self._l2.compare_and_delete(lock_key(slug), token).addErrback(lambda failure: None)
 
-    async def store(self, slug: str, theme: Theme, *, publish: bool = True) -> None:
-        """Install a theme just read or saved: L1 now, then L2 and (after a save) the fleet invalidation."""
-        entry = CachedTheme(slug=slug, theme=theme, fetched_at=self._clock.seconds())
+    async def store(self, slug: str, theme: Theme, *, read_at: float | None = None) -> None:
+        """Install a theme just read or saved in L1, L2 and every instance's L1 (pub/sub).
+
+        ``read_at`` is when the DB read began (a refresh); a save passes nothing, its data being current
+        now. Newest wins everywhere: a refresh that read before a save committed can never replace the
+        saved theme, here, in Redis or on another instance.
+        """
+        entry = CachedTheme(slug=slug, theme=theme, fetched_at=self._clock.seconds() if read_at is None else read_at)
         self._install(entry)
         self._registry.add(slug)
         if self._l2 is None:
             return
         value = encode_l2(entry)
         try:
-            await self._l2.set(l2_key(slug), value, px=L2_TTL_MS)
-            if publish:
+            if await self._l2.set_if_newer(l2_key(slug), value, entry.fetched_at, px=L2_TTL_MS):
                 await self._l2.publish(INVALIDATION_CHANNEL, value)
         except RedisUnavailable:
             self._metrics.cache_l2.labels("branding", "set", "error").inc()
@@ -309,16 +322,16 @@ class ThemeCache:
         slugs: list[str] = []
         after = ""
         while True:
+            now = self._clock.seconds()  # before the read: a save committed meanwhile stays newer
             batch = await self._db.run_interaction(
                 "load_all_themes", tenant_store.load_all_themes_txn, after, WARM_BATCH)
-            now = self._clock.seconds()
             writes = []
             for slug, theme in batch:
                 slugs.append(slug)
                 entry = CachedTheme(slug=slug, theme=theme, fetched_at=now)
                 self._install(entry)
                 if self._l2 is not None:
-                    writes.append(self._l2.set(l2_key(slug), encode_l2(entry), px=L2_TTL_MS))
+                    writes.append(self._l2.set_if_newer(l2_key(slug), encode_l2(entry), now, px=L2_TTL_MS))
             if writes:
                 await gatherResults(writes, consumeErrors=True).addErrback(
                     lambda failure: self._metrics.cache_l2.labels("branding", "set", "error").inc())

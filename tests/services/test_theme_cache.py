@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.memory_kv import MemoryKeyValueStore
 from tenantsvc.core.theme import DEFAULT_THEME, Theme
-from tenantsvc.core.theme_cache_rules import CachedTheme, CacheWindows, encode_l2
+from tenantsvc.core.theme_cache_rules import CachedTheme, CacheWindows, decode_l2, encode_l2
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.theme_cache import (
@@ -261,3 +261,17 @@ def test_responses_are_counted_by_result(env):
     assert env.metric("cache_responses_total", cache="branding", result="fresh") == 1
     assert env.metric("cache_hits_total", cache="branding") == 1
     assert env.metric("cache_misses_total", cache="branding") == 1
+
+
+def test_a_refresh_that_read_before_a_save_never_undoes_it(clock):
+    kv = MemoryKeyValueStore(clock)
+    one, two = Env(clock, kv), Env(clock, kv)
+    kv.subscribe(INVALIDATION_CHANNEL, two.cache.on_invalidation)
+    one.answer()  # cold: a refresh starts reading the (old) theme
+    clock.advance(0.5)
+    ensureDeferred(one.cache.store("acme", NEWER))  # a save commits while that read is in flight
+    clock.advance(0.5)
+    one.db.answer_last(SAVED)  # the refresh finishes with what it read before the save
+    assert one.answer().body == NEWER.to_json_bytes()
+    assert two.answer().body == NEWER.to_json_bytes(), "the old theme was not published over the save"
+    assert decode_l2(kv.get(l2_key("acme")).result).theme == NEWER, "nor written over it in L2"

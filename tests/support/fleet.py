@@ -5,8 +5,7 @@ its own adbapi pool (``Database``) on the shared database, its own ``RedisClient
 ``RedisSubscriber`` on the shared Redis, and its own ``Site`` listening on a free 127.0.0.1 port. Requests
 go over real HTTP with treq; ``FleetInstance.db.calls`` counts the interactions the instance ran.
 
-Also here: ``eventually`` (a bounded poll on the reactor, for cross-instance propagation such as pub/sub),
-``seed_tenant`` (writes straight to Postgres, behind every cache's back) and ``RawRedis`` (a tiny blocking
+Also here: ``seed_tenant`` (writes straight to Postgres, behind every cache's back) and ``RawRedis`` (a tiny blocking
 RESP client with which a test plays "another instance": sets a lock, reads a key).
 
 Nothing here imports the reactor, klein or txredisapi at module scope.
@@ -19,50 +18,21 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Mapping
 
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.task import deferLater
+from twisted.internet.defer import ensureDeferred, gatherResults
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
 from tenantsvc.core.theme import Theme
 from tenantsvc.service import Components, OrderedMultiService, build_components, build_web
+from tests.support.waiting import eventually, real_reactor
 
 ADMIN_TOKEN = "fleet-admin-token-0123456789"
-POLL_STEP_S = 0.02
 REQUEST_TIMEOUT_S = 10.0  # a hung answer fails the test instead of hanging it
 START_TIMEOUT_S = 30.0
 # The only interactions allowed to run while public theme requests are served: background work.
 BACKGROUND_INTERACTIONS = frozenset({"refresh_theme", "load_all_themes"})
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-async def eventually(check: Callable[[], Any], *, within_s: float, what: str, step_s: float = POLL_STEP_S) -> Any:
-    """Poll ``check()`` (plain or async) every ``step_s`` until it returns something truthy, and return that.
-
-    Raises ``AssertionError`` naming ``what`` once ``within_s`` has passed without success.
-    """
-    deadline = time.monotonic() + within_s
-    while True:
-        result = check()
-        if isinstance(result, Deferred) or hasattr(result, "__await__"):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {within_s:g} s: {what}")
-        await deferLater(_reactor(), step_s, lambda: None)
-
-
-async def pause_for(seconds: float) -> None:
-    """Let ``seconds`` of real time pass on the reactor (for TTLs, which only time can expire)."""
-    await deferLater(_reactor(), seconds, lambda: None)
 
 
 async def seed_tenant(db: Any, slug: str, theme: Theme | None = None) -> None:
@@ -178,7 +148,7 @@ class Fleet:
         self.redis_url = redis_url
         self.instances: list[FleetInstance] = []
         # Not persistent: every request opens its own connection, and nothing stays open after the test.
-        self._http_pool = HTTPConnectionPool(_reactor(), persistent=False)
+        self._http_pool = HTTPConnectionPool(real_reactor(), persistent=False)
 
     async def start_instance(self, *, warm: bool = True, subscribe: bool = True, **env: str) -> FleetInstance:
         """Build and start one instance (extra ``env`` settings such as ``THEME_CACHE_TTL="1"``).
@@ -187,7 +157,7 @@ class Fleet:
         after start-up; without it the instance is one whose warmer has not run yet: registry unloaded,
         L1 empty. ``subscribe`` starts its ``RedisSubscriber`` and waits until it is subscribed.
         """
-        reactor = _reactor()
+        reactor = real_reactor()
         settings = load_settings({"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
                                   "ADMIN_TOKEN": ADMIN_TOKEN, **env}, role="web")
         components = build_components(settings, reactor)
