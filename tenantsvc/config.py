@@ -22,7 +22,14 @@ ENVIRONMENT_VARIABLES = (
     "DB_IDLE_IN_TRANSACTION_TIMEOUT", "DB_PREPARE_THRESHOLD", "PGBOUNCER_ADMIN_URL", "REDIS_TIMEOUT",
     "THEME_CACHE_TTL", "THEME_CACHE_SWR", "THEME_CACHE_MAX_ENTRIES", "THEME_L2_TIMEOUT", "THEME_WARM_INTERVAL",
     "ACCESS_LOG_SAMPLE_RATE", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
+    "RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_LOGIN_CLIENT",
+    "RATE_LIMIT_LOGIN_USER", "SESSION_ABSOLUTE_LIFETIME", "TRUSTED_PROXY_HEADER",
 )
+RATE_LIMIT_VARIABLES = {
+    "public": "RATE_LIMIT_PUBLIC", "auth": "RATE_LIMIT_AUTH", "read": "RATE_LIMIT_READ", "write": "RATE_LIMIT_WRITE",
+    "login_client": "RATE_LIMIT_LOGIN_CLIENT", "login_user": "RATE_LIMIT_LOGIN_USER",
+}
+TRUSTED_PROXY_HEADERS = ("Fly-Client-IP", "X-Forwarded-For")
 ENVIRONMENTS = ("development", "staging", "production")
 DEFAULT_SQLITE_PATH = os.path.join("var", "tenantsvc.sqlite3")
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -108,6 +115,9 @@ class Settings:
     theme_warm_interval_s: float = 300.0
     access_log_sample_rate: float = 0.01
     pgbouncer_admin_url: str | None = field(default=None, repr=False)
+    rate_limits: Mapping[str, str] = field(default_factory=dict)
+    session_absolute_lifetime_s: float = 7 * 86400.0
+    trusted_proxy_header: str | None = None
 
     @property
     def serves_web(self) -> bool:
@@ -200,6 +210,33 @@ def _pgbouncer_admin_url(raw: str | None) -> str | None:
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname or parts.path.strip("/") != "pgbouncer":
         raise ConfigError("PGBOUNCER_ADMIN_URL must be postgresql://user@host:port/pgbouncer")
     return raw.strip()
+
+
+def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
+    """``RATE_LIMIT_<CLASS>`` overrides as ``{"auth": "10/0.5"}``, each checked as ``<capacity>/<per second>``."""
+    from tenantsvc.core.rate_limits import parse_bucket_policy
+
+    overrides = {}
+    for endpoint_class, name in RATE_LIMIT_VARIABLES.items():
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            continue
+        try:
+            parse_bucket_policy(raw)
+        except ValueError as error:
+            raise ConfigError(f"{name}: {error}") from None
+        overrides[endpoint_class] = raw
+    return overrides
+
+
+def _trusted_proxy_header(raw: str | None) -> str | None:
+    """Which proxy header names the client address; unset means the socket peer is the client."""
+    if raw is None or raw.strip() == "":
+        return None
+    for header in TRUSTED_PROXY_HEADERS:
+        if raw.strip().lower() == header.lower():
+            return header
+    raise ConfigError(f"TRUSTED_PROXY_HEADER must be one of {', '.join(TRUSTED_PROXY_HEADERS)}, got {raw!r}")
 
 
 def _prepare_threshold(env: Mapping[str, str]) -> None:
@@ -356,4 +393,7 @@ def load_settings(
         theme_warm_interval_s=_seconds(env, "THEME_WARM_INTERVAL", 300.0, 5.0, 86400.0),
         access_log_sample_rate=_fraction(env, "ACCESS_LOG_SAMPLE_RATE", 0.01),
         pgbouncer_admin_url=_pgbouncer_admin_url(env.get("PGBOUNCER_ADMIN_URL")),
+        rate_limits=_rate_limits(env),
+        session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),
+        trusted_proxy_header=_trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER")),
     )

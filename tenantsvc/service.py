@@ -20,6 +20,11 @@ from tenantsvc.obs.logging import LoggingService
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.demo import ensure_demo_tenant
 from tenantsvc.core.breaker import READ, WRITE
+from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicies
+from tenantsvc.core.sessions import SessionPolicy
+from tenantsvc.services.accounts import AccountService
+from tenantsvc.services.rate_limiting import RateLimiters, build_rate_limiters
+from tenantsvc.services.sessions import SessionService
 from tenantsvc.services.db_guard import DbBreaker
 from tenantsvc.adapters.db.pgbouncer_admin import pgbouncer_pools_probe
 from tenantsvc.services.health import HealthReport
@@ -60,6 +65,41 @@ class OrderedMultiService(MultiService):
 
 
 @dataclass
+class Players:
+    """Accounts, sessions and rate limits (issue 5)."""
+
+    accounts: AccountService
+    sessions: SessionService
+    limiters: RateLimiters
+    policies: RateLimitPolicies
+    passwords: Any
+
+
+def build_players(settings: Settings, reactor: Any, metrics: Metrics, reads: Any, writes: Any,
+                  redis: Any, passwords: Any = None) -> Players:
+    """Accounts, sessions and limiters: shared through Redis when ``redis`` is a real client, else in-process.
+
+    ``passwords`` replaces the threaded argon2id hashing (tests on a Clock pass a synchronous one).
+    """
+    from tenantsvc.adapters.passwords import PasswordHashing
+    from tenantsvc.adapters.session_store import MemorySessionStore
+
+    real_redis = redis if hasattr(redis, "run_script") else None
+    if real_redis is not None:
+        from tenantsvc.adapters.redis_sessions import RedisSessionStore
+
+        store: Any = RedisSessionStore(real_redis)
+    else:
+        store = MemorySessionStore(reactor)
+    passwords = passwords if passwords is not None else PasswordHashing(reactor)
+    sessions = SessionService(store, reactor, SessionPolicy(absolute_lifetime_s=settings.session_absolute_lifetime_s),
+                              metrics=metrics)
+    return Players(accounts=AccountService(reads, writes, passwords), sessions=sessions,
+                   limiters=build_rate_limiters(reactor, metrics, real_redis),
+                   policies=RateLimitPolicies.from_text(settings.rate_limits), passwords=passwords)
+
+
+@dataclass
 class Components:
     """The built object graph, exposed for tests and the benchmark."""
 
@@ -72,6 +112,7 @@ class Components:
     tenant_registry: TenantRegistry
     themes: ThemeCache
     tenants: TenantService
+    players: Players
     redis: Any = None
     subscriber: Any = None
     root: Any = None
@@ -80,11 +121,13 @@ class Components:
 
 
 def build_components(settings: Settings, reactor: Any, *,
-                     pool_factory: Callable[..., Any] = adbapi.ConnectionPool, l2: Any = None) -> Components:
+                     pool_factory: Callable[..., Any] = adbapi.ConnectionPool, l2: Any = None,
+                     passwords: Any = None) -> Components:
     """Create the adapters and services (no listening, no loops): the part tests reuse.
 
     ``pool_factory`` builds the DB connection pool (``adbapi.ConnectionPool``; tests pass a threadless one);
-    ``l2`` replaces the Redis client built from ``REDIS_URL`` (tests pass the in-memory store).
+    ``l2`` replaces the Redis client built from ``REDIS_URL`` (tests pass the in-memory store);
+    ``passwords`` replaces the threaded password hashing.
     """
     registry = CollectorRegistry()
     metrics = Metrics(registry, settings.role)
@@ -112,9 +155,10 @@ def build_components(settings: Settings, reactor: Any, *,
         subscriber = RedisSubscriber(settings.redis, INVALIDATION_CHANNEL, themes.on_invalidation,
                                      lambda first: None if first else themes.mark_all_stale())
     tenants = TenantService(reads, writes, themes)
+    players = build_players(settings, reactor, metrics, reads, writes, redis, passwords)
     return Components(settings=settings, registry=registry, metrics=metrics, db=db,
                       db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
-                      themes=themes, tenants=tenants, redis=redis, subscriber=subscriber)
+                      themes=themes, tenants=tenants, players=players, redis=redis, subscriber=subscriber)
 
 
 def build_web(components: Components, reactor: Any) -> None:
@@ -128,11 +172,12 @@ def build_web(components: Components, reactor: Any) -> None:
     from tenantsvc.web.tenant_api import TenantApi
 
     settings = components.settings
+    players = components.players
     readiness = Readiness()
     redis = components.redis
     report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
                           redis_ping=redis.ping if hasattr(redis, "ping") else None,
-                          breaker=components.breaker.describe,
+                          breaker=components.breaker.describe, sessions_count=players.sessions.count,
                           pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor))
     root = RootResource(
         clock=reactor,
@@ -140,9 +185,14 @@ def build_web(components: Components, reactor: Any) -> None:
         is_known_tenant=components.tenant_registry.is_known,
         operational=operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
                                          registry=components.registry, detailed_check=report.check),
-        public_theme=public_theme_handler(components.themes),
+        public_theme=public_theme_handler(components.themes, players.limiters.local, players.policies[PUBLIC],
+                                          components.tenant_registry.may_exist),
         admin=AdminApi(components.tenants, settings.admin_token, components.breaker).app.resource(),
-        tenant_api=TenantApi().app.resource(),
+        tenant_api=TenantApi(
+            accounts=players.accounts, sessions=players.sessions, limiters=players.limiters,
+            policies=players.policies, may_exist=components.tenant_registry.may_exist,
+            secure_cookies=not settings.is_development, trusted_proxy_header=settings.trusted_proxy_header,
+        ).app.resource(),
         access_log_sample_rate=settings.access_log_sample_rate,
     )
     site = QuietSite(root, reactor=reactor)
@@ -165,6 +215,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     components = build_components(settings, reactor)
     components.db_service.setServiceParent(top)
     components.breaker.setServiceParent(top)
+    if hasattr(components.players.passwords, "setServiceParent"):
+        components.players.passwords.setServiceParent(top)
     for redis_service in (components.redis, components.subscriber):
         if redis_service is not None:
             redis_service.setServiceParent(top)

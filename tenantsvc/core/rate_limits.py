@@ -17,8 +17,15 @@ from typing import Iterator, Mapping
 from tenantsvc.core.token_bucket import BucketPolicy
 
 PUBLIC, AUTH, WRITE, READ = "public", "auth", "write", "read"
-ENDPOINT_CLASSES = (PUBLIC, AUTH, WRITE, READ)
+# Login is also limited per client address and per username, with tighter buckets: a guessing attack
+# against one account gets 10 tries, then one every 20 s, whatever the tenant-wide bucket allows.
+LOGIN_CLIENT, LOGIN_USER = "login_client", "login_user"
+ENDPOINT_CLASSES = (PUBLIC, AUTH, WRITE, READ, LOGIN_CLIENT, LOGIN_USER)
 DEFAULT_BUCKET = BucketPolicy(capacity=100, refill_per_s=2.0)
+CLASS_DEFAULTS = {
+    LOGIN_CLIENT: BucketPolicy(capacity=30, refill_per_s=0.5),
+    LOGIN_USER: BucketPolicy(capacity=10, refill_per_s=0.05),
+}
 KEY_PREFIX = "ratelimit"
 
 _PLAIN_EXTRA = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -50,7 +57,8 @@ class RateLimitPolicies:
         unknown = sorted(set(overrides) - set(ENDPOINT_CLASSES))
         if unknown:
             raise ValueError(f"unknown endpoint classes {unknown}; expected some of {list(ENDPOINT_CLASSES)}")
-        self._policies = {name: RateLimitPolicy(name, overrides.get(name, default)) for name in ENDPOINT_CLASSES}
+        self._policies = {name: RateLimitPolicy(name, overrides.get(name, CLASS_DEFAULTS.get(name, default)))
+                          for name in ENDPOINT_CLASSES}
 
     @classmethod
     def from_text(cls, overrides: Mapping[str, str]) -> "RateLimitPolicies":

@@ -25,7 +25,8 @@ class HealthReport:
     def __init__(self, *, clock: Any, db: Database, version: str, role: str,
                  redis_ping: Callable[[], Awaitable[float]] | None = None,
                  breaker: Callable[[], dict[str, Any]] | None = None,
-                 pgbouncer_pools: Callable[[], Deferred] | None = None):
+                 pgbouncer_pools: Callable[[], Deferred] | None = None,
+                 sessions_count: Callable[[], Awaitable[int]] | None = None):
         self._clock = clock
         self._db = db
         self._version = version
@@ -33,6 +34,7 @@ class HealthReport:
         self._redis_ping = redis_ping
         self._breaker = breaker
         self._pgbouncer_pools = pgbouncer_pools
+        self._sessions_count = sessions_count
 
     def check(self) -> Deferred:
         """Run every check; fires with the report dict."""
@@ -47,6 +49,15 @@ class HealthReport:
         waiting = sum(int(pool.get("cl_waiting", 0)) for pool in pools)
         return {"componentType": "datastore", "observedValue": waiting, "observedUnit": "clients waiting",
                 "status": "pass", "time": now, "pools": pools}
+
+    async def _sessions_report(self, now: str) -> dict[str, Any]:
+        assert self._sessions_count is not None
+        try:
+            count = await with_timeout(self._clock, ensureDeferred(self._sessions_count()), DB_CHECK_TIMEOUT_S)
+        except Exception as error:  # the session store is down: logins fail, public traffic carries on
+            return {"componentType": "datastore", "status": "warn", "time": now, "output": type(error).__name__}
+        return {"componentType": "datastore", "observedValue": count, "observedUnit": "sessions",
+                "status": "pass", "time": now}
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
@@ -98,6 +109,9 @@ class HealthReport:
             overall = _worst(overall, breaker_status)
         if self._pgbouncer_pools is not None:
             checks["pgbouncer:pools"] = [await self._pool_report(now)]
+        if self._sessions_count is not None:
+            checks["sessions:count"] = [await self._sessions_report(now)]
+            overall = _worst(overall, checks["sessions:count"][0]["status"])
         return {"status": overall, "version": self._version, "serviceId": f"tenantsvc-{self._role}",
                 "description": "tenantsvc detailed health", "checks": checks}
 

@@ -1,14 +1,181 @@
-"""Tenant-scoped Klein routes under ``/<tenant>/api/…`` (the public theme is served by the root resource)."""
+"""Player routes under ``/<tenant>/api/…``: register, login, logout, logout-all and ``/me``.
+
+Every route is rate limited per tenant and endpoint class through the fleet-wide limiter (Redis, with
+an in-process fallback); login is also limited per client address and per username. State-changing
+routes take only ``application/json`` (a cross-site form post is refused with 415: the CSRF defence
+that goes with a SameSite=Lax cookie). The public theme routes are served by the root resource.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from eliot import MessageType, fields
 from klein import Klein
 
-from tenantsvc.web.routing import install_error_handlers
+from tenantsvc.core.rate_limits import AUTH, LOGIN_CLIENT, LOGIN_USER, READ, WRITE, RateLimitPolicies, bucket_key
+from tenantsvc.core.validation import ValidationFailed
+from tenantsvc.services.accounts import AccountService
+from tenantsvc.services.rate_limiting import RateLimiters
+from tenantsvc.services.sessions import CrossTenantSession, Session, SessionService
+from tenantsvc.web.cookies import clear_session_cookie, session_cookie_value, set_session_cookie
+from tenantsvc.web.errors import ApiError, respond_json
+from tenantsvc.web.limits import apply_headers, too_many_requests
+from tenantsvc.web.routing import READ as READ_ROUTE
+from tenantsvc.web.routing import WRITE as WRITE_ROUTE
+from tenantsvc.web.routing import install_error_handlers, read_json_object, route
+
+SECURITY_EVENT = MessageType(
+    "tenantsvc:security:event",
+    fields(event=str, tenant=str, client=str, username=str),
+    "Login succeeded or failed, a session presented under another tenant, a request rate limited. "
+    "Never carries passwords, session ids or cookies.",
+)
+UNAUTHENTICATED = ApiError(401, "unauthenticated", "log in first")
 
 
 class TenantApi:
-    """Player-facing routes; later issues add auth, odds and bets here."""
+    """The player-facing routes of every tenant; owns its Klein app and its dependencies."""
 
     app = Klein()
     install_error_handlers(app)
+
+    def __init__(
+        self,
+        *,
+        accounts: AccountService,
+        sessions: SessionService,
+        limiters: RateLimiters,
+        policies: RateLimitPolicies,
+        may_exist: Callable[[str], bool],
+        secure_cookies: bool,
+        trusted_proxy_header: str | None = None,
+    ):
+        self._accounts = accounts
+        self._sessions = sessions
+        self._limiters = limiters
+        self._policies = policies
+        self._may_exist = may_exist
+        self._secure = secure_cookies
+        self._proxy_header = trusted_proxy_header.lower().encode("ascii") if trusted_proxy_header else None
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _known_tenant(self, tenant: str) -> None:
+        if not self._may_exist(tenant):
+            raise ApiError(404, "unknown_tenant", "no such tenant")
+
+    def _client(self, request: Any) -> str:
+        """The client address: the socket peer, or the configured trusted proxy header's value."""
+        if self._proxy_header is not None:
+            value = request.getHeader(self._proxy_header)
+            if value:
+                # X-Forwarded-For: the last entry is the one our own (trusted) proxy appended.
+                return value.decode("latin-1").split(",")[-1].strip()[:64]
+        return str(getattr(request.getClientAddress(), "host", "unknown"))
+
+    async def _limit(self, request: Any, tenant: str, endpoint_class: str, extra: str | None = None,
+                     *, headers: bool = True) -> None:
+        policy = self._policies[endpoint_class]
+        decision = await self._limiters.fleet.hit(bucket_key(tenant, endpoint_class, extra), policy)
+        if headers:
+            apply_headers(request, policy, decision)
+        if not decision.allowed:
+            self._security(request, "rate_limited", tenant)
+            raise too_many_requests(decision)
+
+    def _security(self, request: Any, event: str, tenant: str, username: str = "") -> None:
+        SECURITY_EVENT.log(event=event, tenant=tenant, client=self._client(request), username=username[:64])
+
+    async def _session(self, request: Any, tenant: str) -> Session:
+        """The caller's live session in ``tenant``, or 401 (a session of another tenant is a security event)."""
+        try:
+            session = await self._sessions.resolve(session_cookie_value(request), tenant)
+        except CrossTenantSession:
+            self._security(request, "cross_tenant_session", tenant)
+            raise UNAUTHENTICATED from None
+        if session is None:
+            raise UNAUTHENTICATED
+        request.user_id = session.user_id
+        return session
+
+    @staticmethod
+    def _json_only(request: Any) -> None:
+        """State-changing routes without a body still demand the JSON content type (CSRF: no form posts)."""
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            raise ApiError(415, "unsupported_media_type", "send the request as application/json")
+
+    # -- routes ---------------------------------------------------------------------------------------
+
+    @route(app, "/<string:tenant>/api/auth/register", methods=["POST"], request_class=WRITE_ROUTE)
+    async def register(self, request: Any, tenant: str) -> bytes:
+        """Create an account: 201, 409 if the username is taken, 422 for an invalid username or password."""
+        self._known_tenant(tenant)
+        payload = read_json_object(request)
+        await self._limit(request, tenant, AUTH)
+        await self._limit(request, tenant, LOGIN_CLIENT, f"ip:{self._client(request)}", headers=False)
+        user = await self._accounts.register(tenant, payload.get("username"), payload.get("password"))
+        return respond_json(request, 201, {"username": user["username"], "balance_cents": user["balance_cents"]})
+
+    @route(app, "/<string:tenant>/api/auth/login", methods=["POST"], request_class=WRITE_ROUTE)
+    async def login(self, request: Any, tenant: str) -> bytes:
+        """Log in: 200 and a new session cookie; the same 401 for an unknown user and a wrong password."""
+        self._known_tenant(tenant)
+        payload = read_json_object(request)
+        remember = payload.get("remember", False)
+        if not isinstance(remember, bool):
+            raise ValidationFailed({"remember": "must be true or false"})
+        username = payload.get("username")
+        await self._limit(request, tenant, AUTH)
+        await self._limit(request, tenant, LOGIN_CLIENT, f"ip:{self._client(request)}", headers=False)
+        if isinstance(username, str):
+            await self._limit(request, tenant, LOGIN_USER, f"user:{username.lower()}", headers=False)
+        await self._sessions.destroy(session_cookie_value(request))  # whatever the client brought is now worthless
+        user = await self._accounts.authenticate(tenant, username, payload.get("password"))
+        if user is None:
+            self._security(request, "login_failed", tenant, username if isinstance(username, str) else "")
+            raise ApiError(401, "invalid_credentials", "wrong username or password")
+        session_id = await self._sessions.create(tenant, user.user_id, user.username, remember)
+        request.user_id = user.user_id
+        set_session_cookie(request, tenant, session_id, secure=self._secure,
+                           max_age_s=int(self._sessions.policy.idle_ttl(True)) if remember else None)
+        self._security(request, "login_succeeded", tenant, user.username)
+        return respond_json(request, 200, {"username": user.username})
+
+    @route(app, "/<string:tenant>/api/auth/logout", methods=["POST"], request_class=WRITE_ROUTE)
+    async def logout(self, request: Any, tenant: str) -> bytes:
+        """End this session (204 even when there was none) and clear the cookie."""
+        self._known_tenant(tenant)
+        self._json_only(request)
+        await self._limit(request, tenant, WRITE)
+        try:
+            session = await self._sessions.resolve(session_cookie_value(request), tenant)
+        except CrossTenantSession:
+            self._security(request, "cross_tenant_session", tenant)
+            session = None
+        if session is not None:
+            await self._sessions.destroy(session_cookie_value(request))
+        clear_session_cookie(request, tenant, secure=self._secure)
+        request.setResponseCode(204)
+        return b""
+
+    @route(app, "/<string:tenant>/api/auth/logout-all", methods=["POST"], request_class=WRITE_ROUTE)
+    async def logout_all(self, request: Any, tenant: str) -> bytes:
+        """End every session of the logged-in user, on every device."""
+        self._known_tenant(tenant)
+        self._json_only(request)
+        await self._limit(request, tenant, WRITE)
+        session = await self._session(request, tenant)
+        await self._sessions.destroy_all(tenant, session.user_id)
+        clear_session_cookie(request, tenant, secure=self._secure)
+        request.setResponseCode(204)
+        return b""
+
+    @route(app, "/<string:tenant>/api/me", methods=["GET"], request_class=READ_ROUTE)
+    async def me(self, request: Any, tenant: str) -> bytes:
+        """The logged-in player: ``{"username", "balance_cents"}``."""
+        self._known_tenant(tenant)
+        await self._limit(request, tenant, READ)
+        session = await self._session(request, tenant)
+        return respond_json(request, 200, await self._accounts.profile(tenant, session.user_id))

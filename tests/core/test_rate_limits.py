@@ -5,17 +5,23 @@ from __future__ import annotations
 import pytest
 
 from tenantsvc.core.rate_limits import (
-    AUTH, DEFAULT_BUCKET, ENDPOINT_CLASSES, PUBLIC, READ, WRITE, RateLimitPolicies, bucket_key,
+    AUTH, DEFAULT_BUCKET, ENDPOINT_CLASSES, LOGIN_CLIENT, LOGIN_USER, PUBLIC, READ, WRITE, RateLimitPolicies, bucket_key,
     parse_bucket_policy,
 )
 from tenantsvc.core.token_bucket import BucketPolicy
 
 
-def test_every_class_defaults_to_100_tokens_refilling_at_2_per_second():
+def test_every_endpoint_class_defaults_to_100_tokens_refilling_at_2_per_second():
     policies = RateLimitPolicies()
     assert DEFAULT_BUCKET == BucketPolicy(100, 2.0)
-    assert [(p.endpoint_class, p.bucket) for p in policies] == [(c, DEFAULT_BUCKET) for c in ENDPOINT_CLASSES]
-    assert ENDPOINT_CLASSES == (PUBLIC, AUTH, WRITE, READ)
+    assert [policies[c].bucket for c in (PUBLIC, AUTH, WRITE, READ)] == [DEFAULT_BUCKET] * 4
+    assert ENDPOINT_CLASSES == (PUBLIC, AUTH, WRITE, READ, LOGIN_CLIENT, LOGIN_USER)
+
+
+def test_login_buckets_are_tighter_than_the_tenant_wide_ones():
+    policies = RateLimitPolicies()
+    assert policies[LOGIN_USER].bucket == BucketPolicy(10, 0.05)
+    assert policies[LOGIN_CLIENT].bucket == BucketPolicy(30, 0.5)
 
 
 def test_classes_are_configurable_one_by_one():

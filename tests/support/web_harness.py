@@ -47,6 +47,36 @@ ELIOT_TREE = Path(sys.executable).parent / "eliot-tree"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class SynchronousPasswordHashing:
+    """``PasswordHashing``'s interface run inline with cheap argon2id parameters (a Clock has no threads).
+
+    The threaded implementation is tested in tests/services/test_accounts.py; here only the routes matter.
+    """
+
+    def __init__(self) -> None:
+        from argon2 import PasswordHasher
+
+        self.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        self._dummy = self.hasher.hash("dummy-password")
+
+    def hash(self, password: str) -> Deferred:
+        """The argon2id hash of ``password``, already computed."""
+        return succeed(self.hasher.hash(password))
+
+    def verify(self, stored_hash: str, password: str) -> Deferred:
+        """Check ``password`` like ``PasswordHashing.verify``."""
+        from tenantsvc.adapters.passwords import _verify
+
+        return succeed(_verify(self.hasher, stored_hash, password))
+
+    async def verify_unknown(self, password: str) -> Any:
+        """Do a verification's work for an unknown user; never matches."""
+        from tenantsvc.adapters.passwords import Verification
+
+        await self.verify(self._dummy, password)
+        return Verification(False)
+
+
 class PoolClosed(Exception):
     """An interaction was submitted after ``ThreadlessConnectionPool.close()``."""
 
@@ -193,6 +223,8 @@ class WebHarness:
         self.clock = clock
         self.pool = pool
         self.client = StubTreq(components.root)
+        # treq's HTTPClient behind StubTreq keeps cookies between requests; reach it to empty it.
+        self._cookie_jar = self.client.request.__wrapped__.__self__._cookiejar
         # StubTreq builds its own Site around the resource; give it the production Site's request
         # class (body cap, per-request context) and traceback policy, or the root could not frame requests.
         self._agent = self.client._agent
@@ -220,6 +252,7 @@ class WebHarness:
             all_headers["Authorization"] = [f"Bearer {ADMIN_TOKEN}"]
         for name, value in (headers or {}).items():
             all_headers[name] = value if isinstance(value, list) else [value]
+        self._cookie_jar.clear()  # no implicit cookie jar: each test sends exactly the cookies it means to
         return self.client.request(method, BASE_URL + path, headers=all_headers, data=body)
 
     def finish(self, pending: Deferred) -> WebResponse:
@@ -309,7 +342,7 @@ def build_harness(db_path: str, *, admin_token: str | None = ADMIN_TOKEN, warm: 
         return pool
 
     components = build_components(harness_settings(db_path, admin_token=admin_token, env=env), clock,
-                                  pool_factory=pool_factory)
+                                  pool_factory=pool_factory, passwords=SynchronousPasswordHashing())
     (pool,) = pools
     if warm:
         components.db_service.startService()

@@ -149,6 +149,7 @@ def test_an_unexpected_exception_on_the_public_path_is_a_500_naming_the_correlat
         """Fail like a bug whose message holds a secret."""
         raise RuntimeError("hunter2 leaked")
 
+    harness.create_tenant("acme")
     monkeypatch.setattr(harness.components.themes, "answer", broken)
     response = harness.get("/acme/api/public/load-theme", headers={"X-Correlation-ID": "support-ticket-42"})
     assert response.header("X-Correlation-ID") == "support-ticket-42"
