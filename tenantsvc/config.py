@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from tenantsvc import __version__
@@ -140,31 +140,34 @@ class Settings:
         return self.environment == "development"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value with surrounding spaces removed; None when unset or blank."""
     raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    return None if raw is None or raw.strip() == "" else raw.strip()
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float, *,
+            parse: Callable[[str], float], what: str, unit: str = "") -> float:
+    """Read a number with ``parse`` and check it lies in [minimum, maximum]; messages name the variable."""
+    raw = _raw(env, name)
+    if raw is None:
         return default
     try:
-        value = int(raw.strip())
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}{unit}, got {raw!r}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    return int(_number(env, name, default, minimum, maximum, parse=int, what="a whole number"))
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    text = raw.strip().removesuffix("s")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds (e.g. 5 or 2.5s), got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw!r}")
-    return value
+    return _number(env, name, default, minimum, maximum, parse=lambda raw: float(raw.removesuffix("s")),
+                   what="a number of seconds (e.g. 5 or 2.5s)", unit=" seconds")
 
 
 def parse_duration_ms(name: str, raw: str) -> int:
@@ -179,10 +182,8 @@ def parse_duration_ms(name: str, raw: str) -> int:
 
 
 def _duration_ms(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return parse_duration_ms(name, raw)
+    raw = _raw(env, name)
+    return default if raw is None else parse_duration_ms(name, raw)
 
 
 def _too_small(name: str) -> float:
@@ -190,16 +191,7 @@ def _too_small(name: str) -> float:
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be between 0 and 1, got {raw!r}")
-    return value
+    return _number(env, name, default, 0.0, 1.0, parse=float, what="a number between 0 and 1")
 
 
 def _pgbouncer_admin_url(raw: str | None) -> str | None:
