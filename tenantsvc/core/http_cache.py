@@ -41,6 +41,8 @@ def not_modified(if_none_match: str | None, current_etag: str) -> bool:
     """
     if not if_none_match:
         return False
+    if if_none_match == current_etag:  # what browsers and CDNs send back: no parsing needed
+        return True
     tags = parse_if_none_match(if_none_match)
     if tags is None:
         return False

@@ -47,7 +47,7 @@ ENUM_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Theme:
     """A tenant's branding; every value has already passed validation."""
 

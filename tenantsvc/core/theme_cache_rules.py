@@ -31,7 +31,7 @@ def freshness(fetched_at: float, now: float, windows: CacheWindows) -> str:
     return EXPIRED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedTheme:
     """A theme as read from the database at ``fetched_at`` (Unix seconds)."""
 

@@ -10,6 +10,8 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tenantsvc.obs.request_counters import RequestCounters
+
 from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -25,16 +27,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, process_type: str):
         self.registry = registry
         self.process_type = process_type
-        self.http_requests = Counter(
-            "http_requests_total", "HTTP requests by method, route template, status and tenant.",
-            ["method", "endpoint", "status", "tenant"], registry=registry,
-        )
+        self.requests = RequestCounters()
+        registry.register(self.requests)
         self.http_duration = Histogram(
             "http_request_duration_seconds", "HTTP request duration by method and route template.",
             ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.tenant_requests = Counter(
-            "tenant_requests_total", "Requests per known tenant.", ["tenant"], registry=registry,
         )
         self.db_pool_usage = Gauge(
             "db_pool_usage_percent", "Pool connections in use, as a percentage of the pool ceiling.",
@@ -77,7 +74,6 @@ class Metrics:
             "singleflight_shared_total", "Callers that joined work already in flight instead of starting it.",
             ["name"], registry=registry,
         )
-        self._request_children: dict[tuple[str, str, str, str], Callable[[], None]] = {}
         self._duration_children: dict[tuple[str, str], Callable[[float], None]] = {}
         # DB protection (issue 4). ``name`` is an interaction name: a constant in the code, so bounded.
         self.db_pool_wait = Histogram(
@@ -147,19 +143,13 @@ class Metrics:
         """Count one finished HTTP request (label children are cached: this is on every request)."""
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        key = (method, endpoint, str(status), tenant)
-        inc = self._request_children.get(key)
-        if inc is None:
-            inc = self.http_requests.labels(*key).inc
-            self._request_children[key] = inc
-        inc()
+        self.requests.record(method, endpoint, str(status), tenant,
+                             count_tenant=tenant not in (UNKNOWN_TENANT, NO_TENANT))
         observe = self._duration_children.get((method, endpoint))
         if observe is None:
             observe = self.http_duration.labels(method, endpoint).observe
             self._duration_children[(method, endpoint)] = observe
         observe(seconds)
-        if tenant not in (UNKNOWN_TENANT, NO_TENANT):
-            self.tenant_requests.labels(tenant).inc()
 
     def record_interaction(self, name: str, wait_s: float, hold_s: float, failure: object) -> None:
         """Count and time one DB interaction (an observer for ``Database.add_observer``).

@@ -57,7 +57,7 @@ def lock_key(slug: str) -> str:
     return f"lock:branding:{slug}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ThemeAnswer:
     """One ready-to-send representation: body, ETag and the caching headers that go with it."""
 
@@ -69,12 +69,13 @@ class ThemeAnswer:
     result: str  # fresh, stale or default
 
 
-def _answer(body: bytes, cache_control: bytes, cache_status: bytes, result: str) -> ThemeAnswer:
-    etag = strong_etag(body)
+def _answer(body: bytes, cache_control: bytes, cache_status: bytes, result: str,
+            etag: str | None = None) -> ThemeAnswer:
+    etag = etag or strong_etag(body)
     return ThemeAnswer(body, etag.encode("ascii"), etag, cache_control, cache_status, result)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedTheme:
     """A cached theme with its JSON and CSS answers, fresh and stale variants, all computed at fill time."""
 
@@ -87,8 +88,9 @@ class RenderedTheme:
         bodies = {JSON: entry.theme.to_json_bytes(), CSS: render_theme_css(entry.theme)}
         answers = {}
         for kind, body in bodies.items():
-            answers[(kind, FRESH)] = _answer(body, fresh_cache_control, b"tenantsvc; hit", FRESH)
-            answers[(kind, STALE)] = _answer(body, DEGRADED_CACHE_CONTROL, b"tenantsvc; hit; detail=stale", STALE)
+            fresh = answers[(kind, FRESH)] = _answer(body, fresh_cache_control, b"tenantsvc; hit", FRESH)
+            answers[(kind, STALE)] = _answer(body, DEGRADED_CACHE_CONTROL, b"tenantsvc; hit; detail=stale", STALE,
+                                             fresh.etag_text)
         return cls(entry, answers)
 
 
