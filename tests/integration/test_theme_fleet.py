@@ -33,13 +33,13 @@ from tenantsvc.adapters.redis import RedisUnavailable
 from tenantsvc.core.theme import DEFAULT_THEME, Theme, parse_theme
 from tenantsvc.core.theme_cache_rules import decode_l2
 from tenantsvc.services.theme_cache import l2_key, lock_key
-from tests.support.databases import migrate
 from tests.support.fleet import (
-    Fleet,
     FleetInstance,
     HttpAnswer,
     RawRedis,
     background_only,
+    postgres_outage,
+    redis_outage,
     seed_tenant,
     served_within,
 )
@@ -67,32 +67,7 @@ OTHER_TOKEN = "held-by-another-instance"
 TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
-# ---- fixtures and helpers ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def seed_db(postgres_database_url: str, database_factory: Any) -> Any:
-    """A ``Database`` on the fleet's database (migrated), for writing tenants behind every cache's back."""
-    db = database_factory.open("postgres", url=postgres_database_url)
-    pytest_twisted.blockon(migrate(db))
-    return db
-
-
-@pytest.fixture
-def fleet(postgres_database_url: str, redis_server: Any, seed_db: Any) -> Iterator[Fleet]:
-    """An empty fleet on the test's database and a flushed Redis; every instance is stopped afterwards."""
-    redis_server.flushall()
-    fleet = Fleet(postgres_database_url, redis_server.url)
-    try:
-        yield fleet
-    finally:
-        pytest_twisted.blockon(ensureDeferred(fleet.close()))
-
-
-@pytest.fixture
-def raw_redis(redis_server: Any) -> RawRedis:
-    """A plain Redis client playing "another instance"."""
-    return RawRedis(redis_server.host, redis_server.port)
+# ---- fixtures and helpers (``seed_db``, ``fleet`` and ``raw_redis`` are in ``tests/integration/conftest.py``) ----
 
 
 @pytest.fixture
@@ -101,37 +76,6 @@ def reactor_seconds() -> Callable[[], float]:
     from twisted.internet import reactor
 
     return reactor.seconds
-
-
-class Outage:
-    """A server fault that is always undone: ``end()`` mid-test, or on leaving the ``with`` block."""
-
-    def __init__(self, begin: Callable[[], None], end: Callable[[], None]):
-        self._begin, self._end, self.active = begin, end, False
-
-    def __enter__(self) -> "Outage":
-        self._begin()
-        self.active = True
-        return self
-
-    def end(self) -> None:
-        """Bring the server back (once)."""
-        if self.active:
-            self.active = False
-            self._end()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.end()
-
-
-def postgres_outage(server: Any, fault: str) -> Outage:
-    """``stopped``: ``pg_ctl stop -m immediate`` then start; ``paused``: SIGSTOP then SIGCONT."""
-    return Outage(*{"stopped": (server.stop_immediate, server.start), "paused": (server.pause, server.resume)}[fault])
-
-
-def redis_outage(server: Any, fault: str) -> Outage:
-    """``stopped``: SIGKILL then start on the same port; ``paused``: SIGSTOP then SIGCONT."""
-    return Outage(*{"stopped": (server.stop, server.start), "paused": (server.pause, server.resume)}[fault])
 
 
 @contextmanager

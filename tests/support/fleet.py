@@ -2,11 +2,13 @@
 
 Each ``FleetInstance`` is the object graph one web process builds (``build_components`` + ``build_web``):
 its own adbapi pool (``Database``) on the shared database, its own ``RedisClient`` and (optionally)
-``RedisSubscriber`` on the shared Redis, and its own ``Site`` listening on a free 127.0.0.1 port. Requests
-go over real HTTP with treq; ``FleetInstance.db.calls`` counts the interactions the instance ran.
+``RedisSubscriber`` on the shared Redis, its own argon2id password-hashing thread pool, and its own ``Site``
+listening on a free 127.0.0.1 port. Requests go over real HTTP with treq (no cookie jar: a test sends the
+cookies it means to in a ``Cookie`` header); ``FleetInstance.db.calls`` counts the interactions the instance ran.
 
-Also here: ``seed_tenant`` (writes straight to Postgres, behind every cache's back) and ``RawRedis`` (a tiny blocking
-RESP client with which a test plays "another instance": sets a lock, reads a key).
+Also here: ``seed_tenant`` (writes straight to Postgres, behind every cache's back), ``RawRedis`` (a tiny blocking
+RESP client with which a test plays "another instance" or inspects keys: sets a lock, reads a key, scans), and
+``postgres_outage`` / ``redis_outage`` (a server stopped or frozen for a ``with`` block, always brought back).
 
 Nothing here imports the reactor, klein or txredisapi at module scope.
 """
@@ -18,7 +20,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Awaitable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from twisted.internet.defer import ensureDeferred, gatherResults
 
@@ -162,7 +164,9 @@ class Fleet:
                                   "ADMIN_TOKEN": ADMIN_TOKEN, **env}, role="web")
         components = build_components(settings, reactor)
         services = OrderedMultiService()  # started and stopped in build_service's order
-        children = [components.db_service, components.breaker, components.redis]
+        # build_service's children, in its order: the hashing pool that register and login need starts
+        # after the DB and stops before it
+        children = [components.db_service, components.breaker, components.players.passwords, components.redis]
         if subscribe:
             children.append(components.subscriber)
         for child in children:
@@ -220,6 +224,38 @@ async def served_within(requests: Awaitable[list[HttpAnswer]], limit_s: float) -
     return answers
 
 
+class Outage:
+    """A server fault that is always undone: ``end()`` mid-test, or on leaving the ``with`` block."""
+
+    def __init__(self, begin: Callable[[], None], end: Callable[[], None]):
+        self._begin, self._end, self.active = begin, end, False
+
+    def __enter__(self) -> "Outage":
+        self._begin()
+        self.active = True
+        return self
+
+    def end(self) -> None:
+        """Bring the server back (once)."""
+        if self.active:
+            self.active = False
+            self._end()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.end()
+
+
+def postgres_outage(server: Any, fault: str) -> Outage:
+    """``stopped``: ``pg_ctl stop -m immediate`` then start; ``paused``: SIGSTOP then SIGCONT."""
+    return Outage(*{"stopped": (server.stop_immediate, server.start), "paused": (server.pause, server.resume)}[fault])
+
+
+def redis_outage(server: Any, fault: str) -> Outage:
+    """``stopped``: SIGKILL then start on the same port (empty: it keeps nothing on disk); ``paused``: SIGSTOP
+    then SIGCONT (every key survives)."""
+    return Outage(*{"stopped": (server.stop, server.start), "paused": (server.pause, server.resume)}[fault])
+
+
 class RawRedis:
     """A blocking RESP client for a test acting as another instance (``SET … NX PX``, ``GET``, ``DEL``).
 
@@ -241,6 +277,16 @@ class RawRedis:
     def get(self, key: str) -> str | None:
         """GET ``key``."""
         return self.command("GET", key)
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Every key matching ``pattern`` (sorted), collected with ``SCAN`` rather than ``KEYS``."""
+        found: set[str] = set()
+        cursor = "0"
+        while True:
+            cursor, batch = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            found.update(batch)
+            if cursor == "0":
+                return sorted(found)
 
 
 def _read_reply(stream: Any) -> Any:
