@@ -32,7 +32,7 @@ pytest-twisted installs the reactor first.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
@@ -53,37 +53,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster for the whole session."""
-    server = PostgresServer()
+def _running(server: Any) -> Iterator[Any]:
+    """Start ``server``, hand it to the session, and close it (files included) at the end."""
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the whole session."""
+    yield from _running(PostgresServer())
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A throwaway redis-server for the whole session (call ``flushall()`` to start clean)."""
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from _running(RedisServer())
 
 
 @pytest.fixture(scope="session")
 def pgbouncer_server(postgres_server: PostgresServer) -> Iterator[PgBouncerServer]:
     """A throwaway PgBouncer (transaction pooling) in front of ``postgres_server``."""
-    server = PgBouncerServer(postgres_server)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from _running(PgBouncerServer(postgres_server))
 
 
 @pytest.fixture

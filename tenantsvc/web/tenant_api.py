@@ -99,12 +99,22 @@ class TenantApi:
         request.user_id = session.user_id
         return session
 
-    @staticmethod
-    def _json_only(request: Any) -> None:
-        """State-changing routes without a body still demand the JSON content type (CSRF: no form posts)."""
+    async def _body_less_write(self, request: Any, tenant: str) -> None:
+        """Checks of a state-changing route without a body: known tenant, JSON content type, write limit.
+
+        The content type is demanded even without a body: a cross-site form post cannot send it (CSRF).
+        """
+        self._known_tenant(tenant)
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
             raise ApiError(415, "unsupported_media_type", "send the request as application/json")
+        await self._limit(request, tenant, WRITE)
+
+    def _signed_out(self, request: Any, tenant: str) -> bytes:
+        """204 with the session cookie cleared."""
+        clear_session_cookie(request, tenant, secure=self._secure)
+        request.setResponseCode(204)
+        return b""
 
     # -- routes ---------------------------------------------------------------------------------------
 
@@ -146,9 +156,7 @@ class TenantApi:
     @route(app, "/<string:tenant>/api/auth/logout", methods=["POST"], request_class=WRITE_ROUTE)
     async def logout(self, request: Any, tenant: str) -> bytes:
         """End this session (204 even when there was none) and clear the cookie."""
-        self._known_tenant(tenant)
-        self._json_only(request)
-        await self._limit(request, tenant, WRITE)
+        await self._body_less_write(request, tenant)
         try:
             session = await self._sessions.resolve(session_cookie_value(request), tenant)
         except CrossTenantSession:
@@ -156,21 +164,15 @@ class TenantApi:
             session = None
         if session is not None:
             await self._sessions.destroy(session_cookie_value(request))
-        clear_session_cookie(request, tenant, secure=self._secure)
-        request.setResponseCode(204)
-        return b""
+        return self._signed_out(request, tenant)
 
     @route(app, "/<string:tenant>/api/auth/logout-all", methods=["POST"], request_class=WRITE_ROUTE)
     async def logout_all(self, request: Any, tenant: str) -> bytes:
         """End every session of the logged-in user, on every device."""
-        self._known_tenant(tenant)
-        self._json_only(request)
-        await self._limit(request, tenant, WRITE)
+        await self._body_less_write(request, tenant)
         session = await self._session(request, tenant)
         await self._sessions.destroy_all(tenant, session.user_id)
-        clear_session_cookie(request, tenant, secure=self._secure)
-        request.setResponseCode(204)
-        return b""
+        return self._signed_out(request, tenant)
 
     @route(app, "/<string:tenant>/api/me", methods=["GET"], request_class=READ_ROUTE)
     async def me(self, request: Any, tenant: str) -> bytes:

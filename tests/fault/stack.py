@@ -28,6 +28,7 @@ from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
 from tenantsvc.core.breaker import HALF_OPEN
 from tenantsvc.service import Components, OrderedMultiService, build_components, build_web
+from tests.support.metrics import metric_total
 
 ADMIN_TOKEN = "fault-admin-token-0123456789"
 TENANT = "faultco"
@@ -195,12 +196,7 @@ class Stack:
 
     def metric(self, sample_name: str, **labels: str) -> float:
         """Sum of the samples of ``sample_name`` whose labels include ``labels`` (0 when there are none)."""
-        total = 0.0
-        for family in self.components.registry.collect():
-            for sample in family.samples:
-                if sample.name == sample_name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
+        return metric_total(self.components.registry, sample_name, **labels)
 
     async def request(self, kind: str, method: str, path: str, *, json_body: Any = None,
                       headers: Mapping[str, str] | None = None) -> Answer:

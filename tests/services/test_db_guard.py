@@ -26,6 +26,7 @@ from tenantsvc.services.db_guard import DEADLINE_MARGIN_S, SAMPLE_INTERVAL_S, SU
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout, ServiceUnavailable
 from tenantsvc.web.errors import to_api_error
 from tests.support.web_harness import ThreadlessConnectionPool, harness_settings
+from tests.support.logs import eliot_messages  # noqa: F401 - a fixture
 
 CONN_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 3.0
@@ -143,17 +144,6 @@ class Env:
 @pytest.fixture
 def env() -> Env:
     return Env()
-
-
-@pytest.fixture
-def eliot_messages():
-    messages: list[dict[str, Any]] = []
-    eliot.add_destinations(messages.append)
-    messages.clear()  # eliot hands a first destination everything buffered before it: not this test's
-    try:
-        yield messages
-    finally:
-        eliot.remove_destination(messages.append)
 
 
 def refusal(deferred: Deferred, error_type: type = BreakerOpen) -> Any:

@@ -38,6 +38,7 @@ from zope.interface import implementer
 from tenantsvc.config import Settings, load_settings
 from tenantsvc.service import Components, build_components, build_web
 from tenantsvc.web.root import HTTP_REQUEST
+from tests.support.metrics import metric_total
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 BASE_URL = "http://tenantsvc.test"
@@ -297,12 +298,7 @@ class WebHarness:
 
     def metric(self, sample_name: str, **labels: str) -> float:
         """Sum of the samples of ``sample_name`` whose labels include ``labels`` (0 when there are none)."""
-        total = 0.0
-        for family in self.components.registry.collect():
-            for sample in family.samples:
-                if sample.name == sample_name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
+        return metric_total(self.components.registry, sample_name, **labels)
 
     def create_tenant(self, slug: str, name: str | None = None) -> dict[str, Any]:
         """Create a tenant through the admin API (asserting it worked) and return its JSON."""
