@@ -90,6 +90,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from theme_bench import Children, _raise_interrupt, free_port  # noqa: E402 - the shared process helpers
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -135,55 +138,6 @@ class BenchError(RuntimeError):
 # Child processes
 
 
-class Children:
-    """Every child process this script started, each in its own session so it can be killed as a group."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> subprocess.Popen:
-        """Start ``argv`` in a new session with its output going to the given files."""
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        self._procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM the child's process group, wait up to ``timeout_s``, then SIGKILL it; returns the exit code."""
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        else:
-            _signal_group(proc, signal.SIGKILL)  # stragglers in the group, if any
-        if proc in self._procs:
-            self._procs.remove(proc)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        """Stop every child still tracked, newest first."""
-        for proc in reversed(list(self._procs)):
-            try:
-                self.stop(proc, timeout_s=5.0)
-            except Exception as error:  # cleanup must go on for the others
-                sys.stderr.write(f"load_check: could not stop pid {proc.pid}: {error}\n")
-
-
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(proc.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
     """The ``taskset`` prefixes for the server and the load client, plus a note; none if pinning is impossible."""
     taskset = shutil.which("taskset")
@@ -195,13 +149,6 @@ def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
                         f"(usable: {sorted(allowed)}): processes are not pinned")
     return ([taskset, "-c", str(server_cpu)], [taskset, "-c", str(load_cpu)],
             f"tenantsvc on CPU {server_cpu}; load client and this script on CPU {load_cpu}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_ticks(pid: int) -> int | None:

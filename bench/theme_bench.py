@@ -180,7 +180,7 @@ class Children:
             try:
                 self.stop(proc, timeout_s=5.0)
             except Exception as error:  # cleanup must go on for the others
-                sys.stderr.write(f"theme_bench: could not stop pid {proc.pid}: {error}\n")
+                sys.stderr.write(f"{Path(sys.argv[0]).stem}: could not stop pid {proc.pid}: {error}\n")
 
 
 def _signal_group(proc: subprocess.Popen, signum: int) -> None:

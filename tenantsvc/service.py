@@ -19,7 +19,7 @@ from tenantsvc.config import Settings
 from tenantsvc.obs.logging import LoggingService
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.demo import ensure_demo_tenant
-from tenantsvc.core.breaker import READ, WRITE
+from tenantsvc.core.breaker import READ, WRITE, BreakerConfig
 from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicies
 from tenantsvc.core.sessions import SessionPolicy
 from tenantsvc.services.accounts import AccountService
@@ -34,6 +34,9 @@ from tenantsvc.core.theme_cache_rules import CacheWindows
 from tenantsvc.services.theme_cache import INVALIDATION_CHANNEL, ThemeCache, ThemeCacheSettings
 
 IDLE_WORKER_INTERVAL_S = 30.0
+# Pressure must be seen in two consecutive 0.25 s pool samples before the breaker opens: a single burst
+# of commits landing together otherwise refused reads for a whole open period (bench/load_check.py).
+PRODUCTION_BREAKER = BreakerConfig(open_after_hot_samples=2)
 
 
 class OrderedMultiService(MultiService):
@@ -140,7 +143,7 @@ def build_components(settings: Settings, reactor: Any, *,
         from tenantsvc.adapters.redis import RedisClient
 
         redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
-    breaker = DbBreaker(db, reactor, metrics, conn_timeout_s=settings.db_conn_timeout_s,
+    breaker = DbBreaker(db, reactor, metrics, config=PRODUCTION_BREAKER, conn_timeout_s=settings.db_conn_timeout_s,
                         statement_timeout_s=settings.db_statement_timeout_ms / 1000)
     reads, writes = breaker.runner(READ), breaker.runner(WRITE)
     themes = ThemeCache(

@@ -55,6 +55,9 @@ class BreakerConfig:
 
     open_usage_percent: float = 85.0
     open_waiting: int = 5
+    # CLOSED opens on pressure only when this many samples in a row are hot: one momentary peak (a burst
+    # of commits landing together) must not shed reads for a whole open period.
+    open_after_hot_samples: int = 1
     close_usage_percent: float = 60.0
     close_waiting: int = 2
     min_pool_size_for_usage: int = 4
@@ -76,7 +79,8 @@ class BreakerConfig:
         if not 0 < self.failure_rate <= 1:
             problems.append("failure_rate must be in (0, 1]")
         if min(self.consecutive_failures, self.failure_min_calls, self.half_open_max_probes,
-               self.half_open_successes_to_close, self.history_size, self.min_pool_size_for_usage) < 1:
+               self.half_open_successes_to_close, self.history_size, self.min_pool_size_for_usage,
+               self.open_after_hot_samples) < 1:
             problems.append("counts must be at least 1")
         if self.failure_window_s <= 0 or self.open_duration_s <= 0:
             problems.append("durations must be positive")
@@ -134,6 +138,7 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._window = OutcomeWindow(config.failure_window_s)
         self._calm = True  # the last pressure sample was below the close thresholds (none yet: calm)
+        self._hot_samples = 0  # consecutive pressure samples at or above the open thresholds
         self._history: deque[Transition] = deque(maxlen=config.history_size)
 
     # ---- what callers read ---------------------------------------------------------------------
@@ -236,10 +241,12 @@ class CircuitBreaker:
         config = self.config
         usage = 100.0 * in_use / size if size >= config.min_pool_size_for_usage else 0.0
         hot = usage >= config.open_usage_percent or waiting >= config.open_waiting
+        self._hot_samples = self._hot_samples + 1 if hot else 0
         self._calm = usage < config.close_usage_percent and waiting < config.close_waiting
         if self._mode != AUTO:
             return
-        if hot and self._state in (CLOSED, HALF_OPEN):
+        sustained = self._hot_samples >= config.open_after_hot_samples
+        if hot and (self._state == HALF_OPEN or (self._state == CLOSED and sustained)):
             self._move(now, OPEN, PRESSURE)
         else:
             self._maybe_recover(now)

@@ -374,3 +374,14 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerProperties = BreakerMachine.TestCase
 TestBreakerProperties.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
+
+
+def test_pressure_must_be_sustained_when_configured():
+    breaker = CircuitBreaker(BreakerConfig(open_after_hot_samples=2))
+    breaker.observe_pressure(0.0, 10, 10, 0)
+    assert breaker.state == "closed", "one momentary peak does not open it"
+    breaker.observe_pressure(0.25, 5, 10, 0)
+    breaker.observe_pressure(0.5, 10, 10, 0)
+    assert breaker.state == "closed", "hot samples must be consecutive"
+    breaker.observe_pressure(0.75, 9, 10, 0)
+    assert breaker.state == "open" and breaker.open_reason == "pressure"
