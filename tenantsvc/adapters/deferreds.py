@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -29,11 +29,6 @@ def shield(inner: "Deferred[T]") -> "Deferred[T]":
 
     inner.addBoth(relay)
     return outer
-
-
-def is_cancellation(failure: Failure) -> bool:
-    """True when ``failure`` is a cancellation, which must propagate rather than be handled."""
-    return failure.check(CancelledError) is not None
 
 
 def with_timeout(clock: Any, deferred: Deferred, seconds: float) -> Deferred:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.support.postgres import SUPERUSER, PostgresServer
 from tests.support.processes import (
+    DisposableServer,
     accepts_connections,
     as_service_user,
     free_port,
@@ -24,7 +25,6 @@ from tests.support.processes import (
     is_alive,
     owned_temp_dir,
     read_pid_file,
-    remove_dir,
     signal_quietly,
     wait_until,
 )
@@ -49,7 +49,7 @@ pidfile = {base_dir}/pgbouncer.pid
 """
 
 
-class PgBouncerServer:
+class PgBouncerServer(DisposableServer):
     """One pgbouncer process (as the ``postgres`` user when we are root); ``close()`` at the end."""
 
     def __init__(self, postgres: PostgresServer) -> None:
@@ -128,12 +128,6 @@ class PgBouncerServer:
                 signal_quietly(self._process.pid, signal.SIGCONT)
         self._paused = False
 
-    def close(self) -> None:
-        """Stop pgbouncer and delete its files."""
-        try:
-            self.stop()
-        finally:
-            remove_dir(self.base_dir)
 
     def database_url(self, dbname: str) -> str:
         """A ``DATABASE_URL`` for ``dbname`` through the pooler."""

@@ -149,3 +149,20 @@ def read_pid_file(path: str) -> int:
     """The pid on the first line of a pid file."""
     with open(path) as handle:
         return int(handle.readline().strip())
+
+
+class DisposableServer:
+    """Base of the throwaway servers whose ``stop()`` ends the process: ``close()`` also deletes ``base_dir``."""
+
+    base_dir: str
+
+    def stop(self) -> None:
+        """Stop the server process (subclasses)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the server and delete its files."""
+        try:
+            self.stop()
+        finally:
+            remove_dir(self.base_dir)

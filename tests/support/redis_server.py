@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 
-from tests.support.processes import accepts_connections, free_port, freeze_tree, remove_dir, thaw_tree, wait_until
+from tests.support.processes import DisposableServer, accepts_connections, free_port, freeze_tree, thaw_tree, wait_until
 
 
 def _send_command(host: str, port: int, *words: str, timeout_s: float = 2.0) -> bytes:
@@ -24,7 +24,7 @@ def _send_command(host: str, port: int, *words: str, timeout_s: float = 2.0) -> 
         return sock.makefile("rb").readline().rstrip(b"\r\n")
 
 
-class RedisServer:
+class RedisServer(DisposableServer):
     """One redis-server process; ``url`` for ``REDIS_URL``; ``close()`` at the end."""
 
     def __init__(self) -> None:
@@ -94,9 +94,3 @@ class RedisServer:
             thaw_tree(self.pid)
         self._paused = False
 
-    def close(self) -> None:
-        """Stop the server and delete its files."""
-        try:
-            self.stop()
-        finally:
-            remove_dir(self.base_dir)
