@@ -24,7 +24,10 @@ ENVIRONMENT_VARIABLES = (
     "ACCESS_LOG_SAMPLE_RATE", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
     "RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_LOGIN_CLIENT",
     "RATE_LIMIT_LOGIN_USER", "SESSION_ABSOLUTE_LIFETIME", "TRUSTED_PROXY_HEADER",
+    "GOALSERVE_TIMEOUT", "ODDS_SPORTS", "ODDS_POLL_INTERVAL", "ODDS_MAX_AGE", "ODDS_CACHE_TTL",
+    "SETTLEMENT_INTERVAL", "SETTLEMENT_POSTPONED_VOID_AFTER", "SETTLEMENT_REVIEW_AFTER",
 )
+WORKER_ROLES = ("worker_odds", "worker_settlement")
 RATE_LIMIT_VARIABLES = {
     "public": "RATE_LIMIT_PUBLIC", "auth": "RATE_LIMIT_AUTH", "read": "RATE_LIMIT_READ", "write": "RATE_LIMIT_WRITE",
     "login_client": "RATE_LIMIT_LOGIN_CLIENT", "login_user": "RATE_LIMIT_LOGIN_USER",
@@ -118,6 +121,29 @@ class Settings:
     rate_limits: Mapping[str, str] = field(default_factory=dict)
     session_absolute_lifetime_s: float = 7 * 86400.0
     trusted_proxy_header: str | None = None
+    goalserve_timeout_s: float = 15.0
+    odds_sports: tuple[str, ...] = ()
+    odds_poll_interval_s: float = 300.0
+    odds_max_age_s: float = 900.0
+    odds_cache_ttl_s: float = 5.0
+    settlement_interval_s: float = 300.0
+    settlement_postponed_void_after_s: float = 48 * 3600.0
+    settlement_review_after_s: float = 72 * 3600.0
+
+    @property
+    def runs_feed_workers(self) -> bool:
+        """True when this process polls odds and settles bets: a worker role, or ``all`` with a feed.
+
+        ``all`` without ``GOALSERVE_API_KEY`` outside demo mode (a laptop in development) serves the web
+        API and leaves the feed workers off; load_settings refuses that combination anywhere else.
+        """
+        if self.role in WORKER_ROLES:
+            return True
+        return self.role == "all" and (self.demo or self.goalserve_api_key is not None)
+
+    def runs_worker(self, worker: str) -> bool:
+        """True when ``worker`` (``worker_odds`` or ``worker_settlement``) runs in this process."""
+        return self.runs_feed_workers and self.role in ("all", worker)
 
     @property
     def serves_web(self) -> bool:
@@ -335,6 +361,31 @@ def _http_url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _odds_sports(raw: str | None) -> tuple[str, ...]:
+    """``ODDS_SPORTS``: a comma-separated subset of the feed's sports (default: all of them, in feed order)."""
+    from tenantsvc.core.odds import SPORTS
+
+    if raw is None or raw.strip() == "":
+        return SPORTS
+    chosen = [name.strip().lower() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SPORTS]
+    if unknown or not chosen:
+        raise ConfigError(f"ODDS_SPORTS must be a comma-separated list of {', '.join(SPORTS)}; "
+                          f"unknown: {', '.join(unknown) or '(empty)'}")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _feed_key_required(role: str, environment: str, demo: bool, api_key: str | None) -> None:
+    """Refuse to start a process that would poll a feed it has no key for (demo mode reads bundled files)."""
+    if demo or api_key is not None:
+        return
+    if role in WORKER_ROLES:
+        raise ConfigError(f"GOALSERVE_API_KEY must be set for --role {role} (or run with --demo for the bundled sample feed)")
+    if role == "all" and environment != "development":
+        raise ConfigError("GOALSERVE_API_KEY must be set for --role all outside development "
+                          "(or use --role web for a process without feed workers)")
+
+
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -355,6 +406,8 @@ def load_settings(
         raise ConfigError(f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (or unset to disable the admin API)")
     if environment == "production" and not (env.get("DATABASE_URL") or "").strip():
         raise ConfigError("DATABASE_URL must be set when ENVIRONMENT=production (the SQLite default is for laptops)")
+    goalserve_api_key = env.get("GOALSERVE_API_KEY") or None
+    _feed_key_required(chosen_role, environment, demo, goalserve_api_key)
     log_file = env.get("LOG_FILE") or None
     if log_file is None and environment == "production":
         log_file = os.path.join("var", "log", "tenantsvc.json")
@@ -374,7 +427,7 @@ def load_settings(
         db_statement_timeout_ms=_duration_ms(env, "DB_STATEMENT_TIMEOUT", 3000),
         db_idle_in_transaction_timeout_ms=_duration_ms(env, "DB_IDLE_IN_TRANSACTION_TIMEOUT", 5000),
         goalserve_base_url=_http_url("GOALSERVE_BASE_URL", env.get("GOALSERVE_BASE_URL") or "https://www.goalserve.com/getfeed"),
-        goalserve_api_key=env.get("GOALSERVE_API_KEY") or None,
+        goalserve_api_key=goalserve_api_key,
         log_file=log_file,
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
         redis_timeout_s=_duration_ms(env, "REDIS_TIMEOUT", 500) / 1000.0 or _too_small("REDIS_TIMEOUT"),
@@ -388,4 +441,13 @@ def load_settings(
         rate_limits=_rate_limits(env),
         session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),
         trusted_proxy_header=_trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER")),
+        goalserve_timeout_s=_seconds(env, "GOALSERVE_TIMEOUT", 15.0, 0.5, 300.0),
+        odds_sports=_odds_sports(env.get("ODDS_SPORTS")),
+        odds_poll_interval_s=_seconds(env, "ODDS_POLL_INTERVAL", 300.0, 10.0, 86400.0),
+        odds_max_age_s=_seconds(env, "ODDS_MAX_AGE", 900.0, 10.0, 86400.0),
+        odds_cache_ttl_s=_seconds(env, "ODDS_CACHE_TTL", 5.0, 0.0, 300.0),
+        settlement_interval_s=_seconds(env, "SETTLEMENT_INTERVAL", 300.0, 5.0, 86400.0),
+        settlement_postponed_void_after_s=_seconds(env, "SETTLEMENT_POSTPONED_VOID_AFTER", 48 * 3600.0, 0.0,
+                                                   90 * 86400.0),
+        settlement_review_after_s=_seconds(env, "SETTLEMENT_REVIEW_AFTER", 72 * 3600.0, 3600.0, 90 * 86400.0),
     )

@@ -87,7 +87,8 @@ def test_options_override_the_environment():
     assert (settings.role, settings.listen, settings.demo) == ("worker_settlement", "unix:/tmp/t.sock", True)
 
 
-PRODUCTION = {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://app@db.internal:6432/tenantsvc"}
+PRODUCTION = {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://app@db.internal:6432/tenantsvc",
+              "GOALSERVE_API_KEY": "feed-key"}
 
 
 def test_production_logs_to_a_file_by_default():
@@ -168,13 +169,15 @@ def test_database_url_error_does_not_echo_the_password():
     [("all", 30), ("web", 30), ("worker_odds", 4), ("worker_settlement", 4)],
 )
 def test_pool_size_follows_the_role(role, expected_max):
-    settings = load_settings({"DB_WEB_POOL_MAX": "30", "DB_WORKER_POOL_MAX": "4", "DB_POOL_MIN": "2"}, role=role)
+    settings = load_settings({"DB_WEB_POOL_MAX": "30", "DB_WORKER_POOL_MAX": "4", "DB_POOL_MIN": "2",
+                              "GOALSERVE_API_KEY": "k"}, role=role)
     assert settings.pool_max == expected_max
     assert settings.pool_min == 2
 
 
 def test_pool_minimum_never_exceeds_the_ceiling():
-    settings = load_settings({"DB_WORKER_POOL_MAX": "2", "DB_POOL_MIN": "8"}, role="worker_odds")
+    settings = load_settings({"DB_WORKER_POOL_MAX": "2", "DB_POOL_MIN": "8", "GOALSERVE_API_KEY": "k"},
+                             role="worker_odds")
     assert (settings.pool_max, settings.pool_min) == (2, 2)
 
 
@@ -212,3 +215,48 @@ def test_every_variable_the_code_reads_is_listed_for_help_and_docs():
     assert read == set(config.ENVIRONMENT_VARIABLES)
     readme = (Path(config.__file__).parents[1] / "README.md").read_text()
     assert [name for name in config.ENVIRONMENT_VARIABLES if f"`{name}`" not in readme] == []
+
+
+@pytest.mark.parametrize("role", ["worker_odds", "worker_settlement"])
+def test_worker_roles_refuse_to_start_without_a_feed_key_outside_demo(role):
+    with pytest.raises(ConfigError, match="GOALSERVE_API_KEY must be set for --role " + role):
+        load_settings({}, role=role)
+    assert load_settings({}, role=role, demo=True).runs_worker(role)
+
+
+def test_role_all_without_a_key_runs_no_feed_workers_in_development_and_refuses_elsewhere():
+    settings = load_settings({})
+    assert settings.serves_web and not settings.runs_feed_workers
+    assert load_settings({}, demo=True).runs_worker("worker_odds")
+    assert load_settings({"GOALSERVE_API_KEY": "k"}).runs_worker("worker_settlement")
+    with pytest.raises(ConfigError, match="GOALSERVE_API_KEY"):
+        load_settings({"ENVIRONMENT": "staging"})
+
+
+def test_web_role_runs_no_feed_worker_even_with_a_key():
+    settings = load_settings({"GOALSERVE_API_KEY": "k"}, role="web")
+    assert not settings.runs_worker("worker_odds") and not settings.runs_worker("worker_settlement")
+
+
+def test_the_feed_key_is_kept_out_of_the_settings_repr():
+    assert "sekrit-key" not in repr(load_settings({"GOALSERVE_API_KEY": "sekrit-key"}))
+
+
+def test_odds_sports_default_to_every_feed_sport_and_accept_a_subset():
+    from tenantsvc.core.odds import SPORTS
+
+    assert load_settings({}).odds_sports == SPORTS
+    assert load_settings({"ODDS_SPORTS": " Soccer, tennis,soccer"}).odds_sports == ("soccer", "tennis")
+
+
+@pytest.mark.parametrize("raw", ["soccer,curling", ",", "snooker"])
+def test_unknown_odds_sports_are_refused_with_the_names(raw):
+    with pytest.raises(ConfigError, match="ODDS_SPORTS"):
+        load_settings({"ODDS_SPORTS": raw})
+
+
+@pytest.mark.parametrize("name,raw", [("ODDS_MAX_AGE", "5"), ("ODDS_POLL_INTERVAL", "x"),
+                                      ("SETTLEMENT_REVIEW_AFTER", "60"), ("GOALSERVE_TIMEOUT", "0")])
+def test_sportsbook_durations_are_checked(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: raw})

@@ -91,7 +91,7 @@ def test_login_sets_a_tenant_scoped_httponly_lax_cookie(acme):
 
 
 def test_outside_development_the_cookie_is_secure(make_harness):
-    harness = make_harness(env={"ENVIRONMENT": "staging"})
+    harness = make_harness(env={"ENVIRONMENT": "staging", "GOALSERVE_API_KEY": "feed-key"})
     harness.create_tenant("acme")
     register(harness)
     assert session_cookie(login(harness))["tsid"]["secure"]
