@@ -19,6 +19,7 @@ UNKNOWN_TENANT = "_unknown"
 NO_TENANT = ""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DB_BUCKETS = (0.0005,) + LATENCY_BUCKETS  # a healthy pool hands out connections in well under a millisecond
+FEED_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)  # a feed poll: fetch, parse, save
 
 
 class Metrics:
@@ -131,6 +132,43 @@ class Metrics:
             ["op"], buckets=LATENCY_BUCKETS, registry=registry,
         )
         self._ratelimit_children: dict[tuple[str, str], Callable[[], None]] = {}
+        # Sportsbook. ``sport`` is one of core.odds.SPORTS (the poller refuses others), ``kind`` one of
+        # core.feed_errors.FEED_ERROR_KINDS; every other label takes the fixed values named in its help text.
+        self.feed_errors = Counter(
+            "feed_errors_total", "Odds feed polls that failed, by sport and error kind.", ["sport", "kind"],
+            registry=registry,
+        )
+        self.odds_last_success = Gauge(
+            "odds_worker_last_success_timestamp_seconds",
+            "Unix time of each sport's last successful odds poll (absent until the first).", ["sport"],
+            registry=registry,
+        )
+        self.odds_age = Gauge(
+            "odds_age_seconds",
+            "Seconds since this process last saved each sport's odds, computed at scrape time; NaN until the "
+            "first success.", ["sport"], registry=registry,
+        )
+        self.feed_fetch_duration = Histogram(
+            "feed_fetch_duration_seconds", "Duration of each odds poll (fetch, parse and save), by sport.",
+            ["sport"], buckets=FEED_BUCKETS, registry=registry,
+        )
+        self.bets_placed = Counter(
+            "bets_placed_total",
+            "Bet placements by outcome: accepted, replayed (an idempotent retry) or the rejection code.",
+            ["outcome"], registry=registry,
+        )
+        self.bets_settled = Counter(
+            "bets_settled_total", "Bets settled by outcome (won, lost, void).", ["outcome"], registry=registry,
+        )
+        self.bets_review = Counter(
+            "bets_review_total",
+            "Bets held for review by reason (unknown_status, unknown_market, no_score, missing_result, "
+            "quarter_line, other).", ["reason_kind"], registry=registry,
+        )
+        self.settlement_results_pages = Counter(
+            "settlement_results_pages_total", "Results feed pages fetched by the settler, by result (ok, error).",
+            ["result"], registry=registry,
+        )
 
     def watch_pool(self, snapshot: Callable[[], object]) -> None:
         """Export pool gauges computed from ``snapshot()`` at scrape time."""
@@ -138,6 +176,10 @@ class Metrics:
         self.db_pool_usage.labels(*labels).set_function(lambda: snapshot().usage_percent)  # type: ignore[attr-defined]
         self.db_pool_waiting.labels(*labels).set_function(lambda: snapshot().waiting)  # type: ignore[attr-defined]
         self.db_active.labels(*labels).set_function(lambda: snapshot().in_use)  # type: ignore[attr-defined]
+
+    def watch_odds_age(self, sport: str, age_s: Callable[[], float]) -> None:
+        """Export ``odds_age_seconds{sport}`` computed from ``age_s()`` at scrape time (it grows between polls)."""
+        self.odds_age.labels(sport).set_function(age_s)
 
     def record_request(self, method: str, endpoint: str, status: int, tenant: str, seconds: float) -> None:
         """Count one finished HTTP request (label children are cached: this is on every request)."""
