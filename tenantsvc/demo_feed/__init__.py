@@ -1,0 +1,1 @@
+"""Bundled demo Goalserve feed documents (package data read through importlib.resources)."""
