@@ -10,13 +10,12 @@ What comes out is only what we offer (``core.odds.MARKETS``): prices are ``Decim
 whose kickoff, id or teams cannot be read is skipped. A document that says it holds no data is refused
 with ``FeedRejected``; one that is not the known shape with ``FeedMalformed``.
 
-The document-shape helpers at the top (``load_feed_document``, ``feed_field``, ``one_or_many`` …) are
-shared with ``core.goalserve_results``.
+The document-shape helpers (``load_feed_document``, ``feed_field``, ``one_or_many`` …) live in
+``core.goalserve_shape``, shared with ``core.goalserve_results``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +24,18 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 
 from tenantsvc.core.feed_errors import FeedMalformed, FeedRejected
+from tenantsvc.core.goalserve_shape import (
+    category_objects,
+    excerpt,
+    feed_field,
+    feed_text,
+    is_feed_true,
+    load_feed_document,
+    loose_objects,
+    match_objects,
+    match_sides,
+    unwrap,
+)
 from tenantsvc.core.odds import (
     BOTH_TEAMS_TO_SCORE,
     DOUBLE_CHANCE,
@@ -39,134 +50,13 @@ from tenantsvc.core.odds import (
     canonical_line,
 )
 
-# Words in a top-level ``message`` that mean the feed is telling us about a failure, not sending data.
-REJECT_MESSAGE_WORDS: tuple[str, ...] = ("error", "failed", "timeout", "too many requests", "rate limit")
 PREFERRED_BOOKMAKER_ID = "16"  # bet365, what the original requested with bm=16
 MAX_ODDS = Decimal("10000")     # typo guard: nothing we offer is priced above this
 MAX_ABS_LINE = Decimal("1000")  # typo guard for over/under lines (and keeps canonical_line cheap)
 
-# Home and away sides of a match, in the order the shapes are tried.
-TEAM_KEY_PAIRS: tuple[tuple[str, str], ...] = (
-    ("localteam", "visitorteam"), ("localteam", "awayteam"), ("player_1", "player_2"),
-)
-
 _DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
 _TS = re.compile(r"[0-9]{1,12}")
-
-
-# --- document shape, shared with core.goalserve_results ------------------------------------------
-
-
-def load_feed_document(body: bytes | str) -> dict[str, Any]:
-    """Decode a feed body into its top-level JSON object, refusing error bodies.
-
-    Raises ``FeedMalformed`` when the body is not JSON or not an object, and ``FeedRejected`` when the
-    object carries a ``status`` other than "200" or a ``message`` that reports a failure.
-    """
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise FeedMalformed(f"feed body is not JSON: {type(exc).__name__}") from None
-    if not isinstance(document, dict):
-        raise FeedMalformed(f"feed body is a JSON {type(document).__name__}, not an object")
-    _reject_error_document(document)
-    return document
-
-
-def _reject_error_document(document: Mapping[str, Any]) -> None:
-    """Raise ``FeedRejected`` if the top-level ``status`` or ``message`` says the feed failed."""
-    status = feed_field(document, "status")
-    if status is not None and str(status).strip() != "200":
-        raise FeedRejected(f"feed status {_excerpt(status)!r}: {_excerpt(feed_field(document, 'message'))}")
-    message = feed_field(document, "message")
-    if message is not None and any(word in str(message).casefold() for word in REJECT_MESSAGE_WORDS):
-        raise FeedRejected(f"feed reported a failure: {_excerpt(message)}")
-
-
-def _excerpt(value: object, limit: int = 120) -> str:
-    """A short printable excerpt of a feed value for an error message."""
-    return "" if value is None else str(value)[:limit]
-
-
-def feed_field(obj: Mapping[str, Any], key: str) -> Any:
-    """``obj[key]``, else the XML-attribute form ``obj["@" + key]``, else None."""
-    value = obj.get(key)
-    return obj.get("@" + key) if value is None else value
-
-
-def feed_text(value: object) -> str | None:
-    """A feed scalar as stripped text (strings and integers only); None when absent or blank."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def is_feed_true(value: object) -> bool:
-    """True for the feed's spelling of yes: ``"True"``, ``"true"`` or JSON ``true``."""
-    return value is True or (isinstance(value, str) and value.strip().casefold() == "true")
-
-
-def one_or_many(value: object) -> list[object]:
-    """The feed's "one object or a list" as a list; absent or an empty XML element (``""``) is ``[]``."""
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, list) else [value]
-
-
-def unwrap(value: object, inner_key: str) -> object:
-    """``value[inner_key]`` when ``value`` is an XML-style wrapper object (``{"match": …}``), else ``value``."""
-    if isinstance(value, dict):
-        inner = feed_field(value, inner_key)
-        if isinstance(inner, (dict, list)):
-            return inner
-    return value
-
-
-def feed_objects(value: object, what: str) -> list[dict[str, Any]]:
-    """The objects of a one-or-list container whose shape is fixed; ``FeedMalformed`` on anything else."""
-    items = one_or_many(value)
-    for item in items:
-        if not isinstance(item, dict):
-            raise FeedMalformed(f"a {what} is a JSON {type(item).__name__}, not an object")
-    return items  # type: ignore[return-value]
-
-
-def loose_objects(value: object) -> list[dict[str, Any]]:
-    """The objects of a one-or-list container whose content varies; anything that is not an object is ignored."""
-    return [item for item in one_or_many(value) if isinstance(item, dict)]
-
-
-def category_objects(scores: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The categories (leagues) of ``scores``: ``categories`` or ``category``, one or a list."""
-    categories = feed_field(scores, "categories")
-    if categories is None:
-        categories = feed_field(scores, "category")
-    return feed_objects(unwrap(categories, "category"), "category")
-
-
-def match_objects(category: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The matches of a category: ``matches`` (a list, one object or ``{match: …}``) or ``match``."""
-    matches = feed_field(category, "matches")
-    if matches is None:
-        matches = feed_field(category, "match")
-    return feed_objects(unwrap(matches, "match"), "match")
-
-
-def match_sides(match: Mapping[str, Any]) -> tuple[object, object] | None:
-    """The (home, away) team values of a match: a known key pair, or a two-entry ``player`` list."""
-    for home_key, away_key in TEAM_KEY_PAIRS:
-        home, away = feed_field(match, home_key), feed_field(match, away_key)
-        if home is not None and away is not None:
-            return home, away
-    players = one_or_many(feed_field(match, "player"))
-    if len(players) == 2:
-        return players[0], players[1]
-    return None
-
-
-# --- odds document ------------------------------------------------------------------------------------
 
 
 def parse_odds_document(sport: str, body: bytes) -> OddsSnapshot:
@@ -201,7 +91,7 @@ def _feed_ts(scores: Mapping[str, Any]) -> int:
         raise FeedRejected(f"scores.ts is {raw!r}: the feed has no data")
     text = str(raw).strip() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
     if not _TS.fullmatch(text):
-        raise FeedMalformed(f"scores.ts is not a unix timestamp: {_excerpt(raw, 40)!r}")
+        raise FeedMalformed(f"scores.ts is not a unix timestamp: {excerpt(raw, 40)!r}")
     feed_ts = int(text)
     if feed_ts == 0:
         raise FeedRejected("scores.ts is 0: the feed has no data")

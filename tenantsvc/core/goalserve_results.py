@@ -24,7 +24,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from tenantsvc.core.feed_errors import FeedMalformed, FeedRejected
-from tenantsvc.core.goalserve_odds import (
+from tenantsvc.core.goalserve_shape import (
     category_objects,
     feed_field,
     feed_text,
