@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
 
 from tenantsvc.adapters.db import tenant_store
+from tenantsvc.adapters.db.migrations import MIGRATIONS
 from tenantsvc.adapters.db.errors import IntegrityViolation, InteractionAbandoned, StatementTimeout
 from tenantsvc.core.theme import DEFAULT_THEME, parse_theme
 from tenantsvc.obs.metrics import Metrics
@@ -79,15 +80,15 @@ def _wallet_and_ledger_sum(user_id: int):
 @pytest_twisted.ensureDeferred
 async def test_migrations_apply_once_then_nothing(database_factory, backend):
     db = database_factory.open(backend)
-    assert await migrate(db) == [1]
+    assert await migrate(db) == [version for version, _, _ in MIGRATIONS]
     assert await migrate(db) == []
-    assert await run(db, _count("schema_migrations")) == 1
+    assert await run(db, _count("schema_migrations")) == len(MIGRATIONS)
 
 
 @pytest_twisted.ensureDeferred
 async def test_migrated_fixture_database_has_every_table(database):
     assert await migrate(database) == []
-    for table in ("tenants", "themes", "users", "wallets", "ledger", "matches", "odds", "bets"):
+    for table in ("tenants", "themes", "users", "wallets", "ledger", "matches", "odds", "bets", "feed_status"):
         assert await run(database, _count(table)) == 0
 
 
@@ -96,8 +97,8 @@ async def test_concurrent_migrations_on_postgres_both_succeed_and_one_applies(da
     url = database_factory.new_url("postgres")
     first, second = database_factory.open(url=url), database_factory.open(url=url)
     results = await gatherResults([migrate(first), migrate(second)])
-    assert sorted(results) == [[], [1]]
-    assert await run(first, _count("schema_migrations")) == 1
+    assert sorted(results) == [[], [version for version, _, _ in MIGRATIONS]]
+    assert await run(first, _count("schema_migrations")) == len(MIGRATIONS)
 
 
 # ---- constraints -------------------------------------------------------------------------------

@@ -131,6 +131,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX ledger_user ON ledger (user_id, id)",
         ],
     ),
+    (
+        2,
+        "bet review and settle reasons, feed status, settlement and bet-listing indexes",
+        [
+            # NULL = not waiting for review; set by the settlement worker on a pending bet it cannot judge.
+            "ALTER TABLE bets ADD COLUMN review_reason VARCHAR(200)",
+            # Why a bet was settled (result text, "manual: …"); NULL while pending.
+            "ALTER TABLE bets ADD COLUMN settle_reason VARCHAR(200)",
+            """CREATE TABLE feed_status (
+                sport VARCHAR(32) PRIMARY KEY,
+                fetched_at {ts} NOT NULL,
+                feed_ts BIGINT NOT NULL
+            )""",
+            # "Matches with pending bets" reads only the (few) pending bets, never the settled history.
+            "CREATE INDEX bets_pending_match ON bets (match_id) WHERE status = 'pending'",
+            # A player's bets newest first, paged by id (list_bets_txn's keyset pagination).
+            "CREATE INDEX bets_user_id ON bets (user_id, id)",
+            # Admin listings of one tenant's bets by status (review queue, pending, settled).
+            "CREATE INDEX bets_tenant_status ON bets (tenant_id, status, id)",
+        ],
+    ),
 ]
 
 
