@@ -22,7 +22,12 @@ from tenantsvc.services.demo import ensure_demo_tenant
 from tenantsvc.core.breaker import READ, WRITE, BreakerConfig
 from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicies
 from tenantsvc.core.sessions import SessionPolicy
+from tenantsvc.core.settlement import SettlementPolicy
 from tenantsvc.services.accounts import AccountService
+from tenantsvc.services.betting import BettingService
+from tenantsvc.services.odds_board import OddsBoard
+from tenantsvc.services.odds_ingest import OddsIngest
+from tenantsvc.services.settlement import SettlementService
 from tenantsvc.services.rate_limiting import RateLimiters, build_rate_limiters
 from tenantsvc.services.sessions import SessionService
 from tenantsvc.services.db_guard import DbBreaker
@@ -33,7 +38,6 @@ from tenantsvc.services.tenants import TenantService
 from tenantsvc.core.theme_cache_rules import CacheWindows
 from tenantsvc.services.theme_cache import INVALIDATION_CHANNEL, ThemeCache, ThemeCacheSettings
 
-IDLE_WORKER_INTERVAL_S = 30.0
 # Pressure must be seen in two consecutive 0.25 s pool samples before the breaker opens: a single burst
 # of commits landing together otherwise refused reads for a whole open period (bench/load_check.py).
 PRODUCTION_BREAKER = BreakerConfig(open_after_hot_samples=2)
@@ -103,6 +107,78 @@ def build_players(settings: Settings, reactor: Any, metrics: Metrics, reads: Any
 
 
 @dataclass
+class Sportsbook:
+    """Odds list and bets for the web tier (issue 6); the feed workers are built by ``build_feed_workers``."""
+
+    betting: BettingService
+    odds: OddsBoard
+
+
+def build_sportsbook(settings: Settings, reactor: Any, metrics: Metrics, reads: Any, writes: Any) -> Sportsbook:
+    """The odds list (short in-process cache) and the betting service."""
+    return Sportsbook(
+        betting=BettingService(reads, writes, reactor, max_odds_age_s=settings.odds_max_age_s, metrics=metrics),
+        odds=OddsBoard(reads, reactor, ttl_s=settings.odds_cache_ttl_s),
+    )
+
+
+def build_feed(settings: Settings, reactor: Any) -> Any:
+    """The feed the workers read: the bundled sample files with ``--demo``, else Goalserve over HTTP."""
+    if settings.demo:
+        from tenantsvc.adapters.demo_feed import DemoFeed
+
+        return DemoFeed(clock=reactor, run_in_thread=in_thread(reactor))
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from tenantsvc.adapters.goalserve import GoalserveClient
+
+    assert settings.goalserve_api_key is not None, "load_settings refuses worker roles without a key"
+    return GoalserveClient(base_url=settings.goalserve_base_url, api_key=settings.goalserve_api_key, clock=reactor,
+                           agent=Agent(reactor, pool=HTTPConnectionPool(reactor)),
+                           timeout_s=settings.goalserve_timeout_s)
+
+
+def in_thread(reactor: Any) -> Callable[..., Deferred]:
+    """``run(fn, *args)`` → a Deferred of ``fn(*args)`` run in the reactor's thread pool (big feed parses)."""
+    from twisted.internet.threads import deferToThreadPool
+
+    return lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+
+
+def build_feed_workers(components: "Components", reactor: Any, feed: Any = None,
+                       run_in_thread: Callable[..., Any] | None = None) -> list[Any]:
+    """The odds poller and the settlement loop this process's role runs (none for ``web``).
+
+    ``feed`` and ``run_in_thread`` replace the configured feed and the thread pool (tests).
+    """
+    from tenantsvc.workers.loop import LoopingWorker
+    from tenantsvc.workers.odds_poller import OddsPoller
+
+    settings = components.settings
+    if not settings.runs_feed_workers:
+        return []
+    feed = feed if feed is not None else build_feed(settings, reactor)
+    run_in_thread = run_in_thread or in_thread(reactor)
+    writes = components.breaker.runner(WRITE)
+    workers: list[Any] = []
+    if settings.runs_worker("worker_odds"):
+        ingest = OddsIngest(feed, writes, reactor, run_in_thread)
+        # Backoff starts at one full period: a failing feed is never asked sooner than a healthy one.
+        period = settings.odds_poll_interval_s
+        poller = OddsPoller(settings.odds_sports, ingest.ingest, clock=reactor, metrics=components.metrics,
+                            period_s=period, backoff_base_s=period, backoff_cap_s=6 * period)
+        poller.setName("worker_odds")
+        workers.append(poller)
+    if settings.runs_worker("worker_settlement"):
+        policy = SettlementPolicy(postponed_void_after_s=settings.settlement_postponed_void_after_s,
+                                  missing_result_review_after_s=settings.settlement_review_after_s)
+        settlement = SettlementService(feed, writes, reactor, run_in_thread, policy=policy, metrics=components.metrics)
+        workers.append(LoopingWorker("worker_settlement", settlement.run_cycle, clock=reactor,
+                                     interval_s=settings.settlement_interval_s, metrics=components.metrics))
+    return workers
+
+
+@dataclass
 class Components:
     """The built object graph, exposed for tests and the benchmark."""
 
@@ -116,6 +192,7 @@ class Components:
     themes: ThemeCache
     tenants: TenantService
     players: Players
+    sportsbook: Sportsbook
     redis: Any = None
     subscriber: Any = None
     root: Any = None
@@ -161,7 +238,9 @@ def build_components(settings: Settings, reactor: Any, *,
     players = build_players(settings, reactor, metrics, reads, writes, redis, passwords)
     return Components(settings=settings, registry=registry, metrics=metrics, db=db,
                       db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
-                      themes=themes, tenants=tenants, players=players, redis=redis, subscriber=subscriber)
+                      themes=themes, tenants=tenants, players=players,
+                      sportsbook=build_sportsbook(settings, reactor, metrics, reads, writes),
+                      redis=redis, subscriber=subscriber)
 
 
 def build_web(components: Components, reactor: Any) -> None:
@@ -190,9 +269,11 @@ def build_web(components: Components, reactor: Any) -> None:
                                          registry=components.registry, detailed_check=report.check),
         public_theme=public_theme_handler(components.themes, players.limiters.local, players.policies[PUBLIC],
                                           components.tenant_registry.may_exist),
-        admin=AdminApi(components.tenants, settings.admin_token, components.breaker).app.resource(),
+        admin=AdminApi(components.tenants, settings.admin_token, components.breaker,
+                       components.sportsbook.betting).app.resource(),
         tenant_api=TenantApi(
-            accounts=players.accounts, sessions=players.sessions, limiters=players.limiters,
+            accounts=players.accounts, sessions=players.sessions, betting=components.sportsbook.betting,
+            odds=components.sportsbook.odds, limiters=players.limiters,
             policies=players.policies, may_exist=components.tenant_registry.may_exist,
             secure_cookies=not settings.is_development, trusted_proxy_header=settings.trusted_proxy_header,
         ).app.resource(),
@@ -249,10 +330,11 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
                    readiness=components.readiness, warmed=warmed).setServiceParent(top)
         LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=settings.theme_warm_interval_s,
                       metrics=components.metrics, run_now=False).setServiceParent(top)
-    for worker in ("worker_odds", "worker_settlement"):
-        if settings.role in ("all", worker):
-            LoopingWorker(worker, _idle_tick, clock=reactor, interval_s=IDLE_WORKER_INTERVAL_S,
-                          metrics=components.metrics).setServiceParent(top)
+    if settings.role == "all" and not settings.runs_feed_workers:
+        log_message("tenantsvc:feed:disabled",
+                    reason="no GOALSERVE_API_KEY in development: odds and settlement workers are off (--demo reads the sample feed)")
+    for worker in build_feed_workers(components, reactor):
+        worker.setServiceParent(top)
     return top
 
 
@@ -266,6 +348,3 @@ def freeze_start_up_heap(result: object = None) -> object:
     gc.freeze()
     return result
 
-
-async def _idle_tick() -> None:
-    """The odds and settlement loops have no work yet (issue 6 gives them their real ticks)."""

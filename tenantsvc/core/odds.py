@@ -72,6 +72,12 @@ def payout_cents(stake_cents: int, odds: Decimal) -> int:
     return int((Decimal(stake_cents) * odds).to_integral_value(rounding=ROUND_FLOOR))
 
 
+def odds_text(odds: Decimal) -> str:
+    """Odds as the API writes them: the exact decimal with at least two places (``2.5`` → ``"2.50"``)."""
+    whole, _, decimals = format(odds.normalize(), "f").partition(".")
+    return f"{whole}.{decimals.ljust(2, '0')}"
+
+
 @dataclass(frozen=True)
 class Price:
     """One selectable price of a match: market, line (or None), selection, decimal odds, suspended flag."""

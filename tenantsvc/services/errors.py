@@ -18,6 +18,15 @@ class Conflict(Exception):
         self.extra = dict(extra or {})
 
 
+class Unprocessable(Exception):
+    """The request is well-formed but can never succeed as asked (stake above the limit, a reused key…): 422."""
+
+    def __init__(self, code: str, message: str, extra: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.extra = dict(extra or {})
+
+
 class ServiceUnavailable(Exception):
     """A dependency the operation needs is down."""
 

@@ -4,33 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Any
 
 from klein import Klein
 
+from tenantsvc.services.betting import BettingService
 from tenantsvc.services.tenants import TenantService
 from tenantsvc.web.errors import ApiError, respond_json
 from tenantsvc.core.validation import ValidationFailed
-from tenantsvc.web.routing import PUBLIC, READ, WRITE, install_error_handlers, read_json_object, route
+from tenantsvc.web.routing import (PUBLIC, READ, WRITE, idempotency_key, install_error_handlers, read_json_object,
+                                   route)
 
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 BREAKER_MODES = ("open", "closed", "auto")
+BET_STATUSES = ("review", "pending", "won", "lost", "void")
 
 
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
-
-
-def idempotency_key(request: Any) -> str | None:
-    """The ``Idempotency-Key`` header if present; 400 when it is malformed."""
-    raw = request.getHeader(b"idempotency-key")
-    if raw is None:
-        return None
-    text = raw.decode("latin-1")
-    if not IDEMPOTENCY_KEY.fullmatch(text):
-        raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters")
-    return text
 
 
 class AdminApi:
@@ -39,8 +29,10 @@ class AdminApi:
     app = Klein()
     install_error_handlers(app)
 
-    def __init__(self, tenants: TenantService, admin_token: str | None, breaker: Any = None):
+    def __init__(self, tenants: TenantService, admin_token: str | None, breaker: Any = None,
+                 betting: BettingService | None = None):
         self._tenants = tenants
+        self._betting = betting
         self._breaker = breaker
         self._token_digest = _digest(admin_token.encode("utf-8")) if admin_token else None
 
@@ -93,6 +85,29 @@ class AdminApi:
             "username": username, "amount_cents": result.amount_cents, "balance_cents": result.balance_cents,
             "ledger_id": result.ledger_id, "replayed": result.replayed,
         })
+
+    def _bets(self) -> BettingService:
+        if self._betting is None:
+            raise ApiError(503, "betting_unavailable", "betting is not configured in this process")
+        return self._betting
+
+    @route(app, "/admin/api/tenants/<string:slug>/bets", methods=["GET"], request_class=READ)
+    async def list_bets(self, request: Any, slug: str) -> bytes:
+        """The tenant's bets by status (``?status=review`` lists the bets waiting for a human; default review)."""
+        self._authorize(request)
+        values = request.args.get(b"status") or [b"review"]
+        status = values[0].decode("utf-8", "replace")
+        if status not in BET_STATUSES:
+            raise ValidationFailed({"status": "must be one of " + ", ".join(BET_STATUSES)})
+        return respond_json(request, 200, {"status": status, "bets": await self._bets().tenant_bets(slug, status)})
+
+    @route(app, "/admin/api/tenants/<string:slug>/bets/<int:bet_id>/settle", methods=["POST"], request_class=WRITE)
+    async def settle_bet(self, request: Any, slug: str, bet_id: int) -> bytes:
+        """Settle one of the tenant's pending bets ``{"outcome": "won|lost|void", "reason"}``, exactly once."""
+        self._authorize(request)
+        settlement = await self._bets().settle_by_operator(slug, bet_id, read_json_object(request))
+        return respond_json(request, 200, {"bet_id": bet_id, "outcome": settlement.outcome,
+                                           "credited_cents": settlement.credited_cents})
 
     @route(app, "/admin/api/breaker", methods=["GET"], request_class=PUBLIC)
     def get_breaker(self, request: Any) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from tenantsvc.adapters.db.errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
 from tenantsvc.core.validation import ValidationFailed
-from tenantsvc.services.errors import Conflict, NotFoundError, ServiceUnavailable
+from tenantsvc.services.errors import Conflict, NotFoundError, ServiceUnavailable, Unprocessable
 
 JSON_TYPE = b"application/json"
 # Reason phrases Twisted does not know (it would send "Unknown Status").
@@ -76,6 +76,8 @@ def to_api_error(error: BaseException) -> ApiError | None:
         return ApiError(404, "not_found", str(error))
     if isinstance(error, Conflict):
         return ApiError(409, error.code, str(error), extra=error.extra)
+    if isinstance(error, Unprocessable):
+        return ApiError(422, error.code, str(error), extra=error.extra)
     if isinstance(error, StatementTimeout):
         return unavailable("the database took too long to answer", 2)
     if isinstance(error, ServiceUnavailable):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any, Callable
 
 from eliot import write_failure
@@ -13,6 +14,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from tenantsvc.web.errors import ApiError, internal_error, render_api_error, to_api_error
 
 PUBLIC, READ, WRITE = "public", "read", "write"
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 REQUEST_CLASSES = (PUBLIC, READ, WRITE)
 
 
@@ -52,6 +54,17 @@ def read_json_object(request: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ApiError(400, "malformed_json", "the request body must be a JSON object")
     return payload
+
+
+def idempotency_key(request: Any) -> str | None:
+    """The ``Idempotency-Key`` header if present; 400 when it is malformed."""
+    raw = request.getHeader(b"idempotency-key")
+    if raw is None:
+        return None
+    text = raw.decode("latin-1")
+    if not IDEMPOTENCY_KEY.fullmatch(text):
+        raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters")
+    return text
 
 
 def install_error_handlers(app: Klein) -> None:

@@ -1,4 +1,4 @@
-"""Player routes under ``/<tenant>/api/…``: register, login, logout, logout-all and ``/me``.
+"""Player routes under ``/<tenant>/api/…``: register, login, logout, logout-all, ``/me``, odds and bets.
 
 Every route is rate limited per tenant and endpoint class through the fleet-wide limiter (Redis, with
 an in-process fallback); login is also limited per client address and per username. State-changing
@@ -13,9 +13,12 @@ from typing import Any, Callable
 from eliot import MessageType, fields
 from klein import Klein
 
+from tenantsvc.core.http_cache import not_modified
 from tenantsvc.core.rate_limits import AUTH, LOGIN_CLIENT, LOGIN_USER, READ, WRITE, RateLimitPolicies, bucket_key
 from tenantsvc.core.validation import ValidationFailed
 from tenantsvc.services.accounts import AccountService
+from tenantsvc.services.betting import BettingService
+from tenantsvc.services.odds_board import OddsBoard
 from tenantsvc.services.rate_limiting import RateLimiters
 from tenantsvc.services.sessions import CrossTenantSession, Session, SessionService
 from tenantsvc.web.cookies import clear_session_cookie, session_cookie_value, set_session_cookie
@@ -23,7 +26,7 @@ from tenantsvc.web.errors import ApiError, respond_json
 from tenantsvc.web.limits import apply_headers, too_many_requests
 from tenantsvc.web.routing import READ as READ_ROUTE
 from tenantsvc.web.routing import WRITE as WRITE_ROUTE
-from tenantsvc.web.routing import install_error_handlers, read_json_object, route
+from tenantsvc.web.routing import idempotency_key, install_error_handlers, read_json_object, route
 
 SECURITY_EVENT = MessageType(
     "tenantsvc:security:event",
@@ -32,6 +35,8 @@ SECURITY_EVENT = MessageType(
     "Never carries passwords, session ids or cookies.",
 )
 UNAUTHENTICATED = ApiError(401, "unauthenticated", "log in first")
+IDEMPOTENCY_KEY_REQUIRED = ApiError(400, "idempotency_key_required",
+                                    "send an Idempotency-Key header (1-128 visible ASCII characters) with every bet")
 
 
 class TenantApi:
@@ -45,6 +50,8 @@ class TenantApi:
         *,
         accounts: AccountService,
         sessions: SessionService,
+        betting: BettingService,
+        odds: OddsBoard,
         limiters: RateLimiters,
         policies: RateLimitPolicies,
         may_exist: Callable[[str], bool],
@@ -53,6 +60,8 @@ class TenantApi:
     ):
         self._accounts = accounts
         self._sessions = sessions
+        self._betting = betting
+        self._odds = odds
         self._limiters = limiters
         self._policies = policies
         self._may_exist = may_exist
@@ -181,3 +190,53 @@ class TenantApi:
         await self._limit(request, tenant, READ)
         session = await self._session(request, tenant)
         return respond_json(request, 200, await self._accounts.profile(tenant, session.user_id))
+
+    @route(app, "/<string:tenant>/api/public/odds/<string:sport>", methods=["GET"], request_class=READ_ROUTE)
+    async def odds(self, request: Any, tenant: str, sport: str) -> bytes:
+        """Upcoming matches of ``sport`` with their prices; 404 for an unknown sport; ETag/304; short cache."""
+        self._known_tenant(tenant)
+        await self._limit(request, tenant, READ)
+        answer = await self._odds.upcoming(sport)
+        headers = {b"ETag": answer.etag, b"Cache-Control": f"public, max-age={int(self._odds.ttl_s)}"}
+        if answer.stale:
+            headers[b"Cache-Status"] = "tenantsvc; hit; detail=db-refused"
+        for name, value in headers.items():
+            request.setHeader(name, value.encode("latin-1"))
+        if_none_match = request.getHeader(b"if-none-match")
+        if not_modified(if_none_match.decode("latin-1") if if_none_match else None, answer.etag):
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"Content-Type", b"application/json")
+        return answer.body
+
+    @route(app, "/<string:tenant>/api/bets", methods=["POST"], request_class=WRITE_ROUTE)
+    async def place_bet(self, request: Any, tenant: str) -> bytes:
+        """Place a single bet priced by the server: 201 (a replayed Idempotency-Key answers the same bet)."""
+        self._known_tenant(tenant)
+        payload = read_json_object(request)
+        key = idempotency_key(request)
+        if key is None:
+            raise IDEMPOTENCY_KEY_REQUIRED
+        await self._limit(request, tenant, WRITE)
+        session = await self._session(request, tenant)
+        placed = await self._betting.place(tenant, session.user_id, payload, key)
+        headers = {"Location": f"/{tenant}/api/bets/{placed.bet['id']}"}
+        if placed.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return respond_json(request, 201, {"bet": placed.bet, "balance_cents": placed.balance_cents}, headers)
+
+    @route(app, "/<string:tenant>/api/bets", methods=["GET"], request_class=READ_ROUTE)
+    async def list_bets(self, request: Any, tenant: str) -> bytes:
+        """The logged-in player's bets, newest first (``?limit=1..100&before_id=…``)."""
+        self._known_tenant(tenant)
+        await self._limit(request, tenant, READ)
+        session = await self._session(request, tenant)
+        bets = await self._betting.list_bets(tenant, session.user_id, _query(request, b"limit"),
+                                             _query(request, b"before_id"))
+        return respond_json(request, 200, {"bets": bets})
+
+
+def _query(request: Any, name: bytes) -> str | None:
+    """The first value of query parameter ``name`` as text, or None."""
+    values = (request.args or {}).get(name)
+    return values[0].decode("utf-8", "replace") if values else None

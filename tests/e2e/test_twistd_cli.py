@@ -46,3 +46,12 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable
     assert lines[0].startswith(f"tenantsvc: configuration error: {variable} ")
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "var").exists(), "nothing may be created before the configuration is valid"
+
+
+@pytest.mark.parametrize("role", ["worker_odds", "worker_settlement"])
+def test_a_worker_role_without_a_feed_key_refuses_to_start_with_one_line(tmp_path, role):
+    result = run_twistd(["-n", "--pidfile=", "tenantsvc", "--role", role], service_env(), tmp_path, timeout_s=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"tenantsvc: configuration error: GOALSERVE_API_KEY must be set for --role {role} "
+        "(or run with --demo for the bundled sample feed)"]

@@ -86,15 +86,16 @@ def test_the_web_role_drains_and_exits_0_on_sigterm(start_tenantsvc):
     assert "tenantsvc:http:request/1 => started" in rendered and "tenantsvc:web:drained" in rendered
 
 
-@pytest.mark.parametrize("role", ["worker_odds", "worker_settlement"])
-def test_a_worker_role_runs_its_loop_without_a_listener_and_exits_0_on_sigterm(start_tenantsvc, role):
+@pytest.mark.parametrize("role,action", [("worker_odds", "tenantsvc:odds:ingest"),
+                                         ("worker_settlement", "tenantsvc:settlement:cycle")])
+def test_a_worker_role_runs_its_loop_without_a_listener_and_exits_0_on_sigterm(start_tenantsvc, role, action):
     port = free_port()
-    service = start_tenantsvc("--role", role, "--listen", f"tcp:{port}:interface=127.0.0.1", ready=False)
-    service.wait_for_message(lambda m: m.get("action_type") == "tenantsvc:worker:tick" and m.get("worker") == role,
-                             f"the {role} loop to tick")
+    service = start_tenantsvc("--demo", "--role", role, "--listen", f"tcp:{port}:interface=127.0.0.1", ready=False)
+    service.wait_for_message(lambda m: m.get("action_type") == action and m.get("action_status") == "succeeded",
+                             f"the {role} loop to complete a run")
     assert not accepts_connections("127.0.0.1", port)
     assert not any(m.get("message_type") == "tenantsvc:web:listening" for m in service.messages())
-    other = "worker_settlement" if role == "worker_odds" else "worker_odds"
-    assert not any(m.get("worker") == other for m in service.messages())
+    other = "tenantsvc:settlement:cycle" if role == "worker_odds" else "tenantsvc:odds:ingest"
+    assert not any(m.get("action_type") == other for m in service.messages())
     assert service.terminate() == 0, service.stderr()
     assert service.stderr() == ""
