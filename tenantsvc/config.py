@@ -361,12 +361,16 @@ def _http_url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
-def _odds_sports(raw: str | None) -> tuple[str, ...]:
-    """``ODDS_SPORTS``: a comma-separated subset of the feed's sports (default: all of them, in feed order)."""
+DEMO_SPORTS = ("soccer", "basketball")  # the sports the bundled sample feed has
+
+
+def _odds_sports(raw: str | None, demo: bool) -> tuple[str, ...]:
+    """``ODDS_SPORTS``: a comma-separated subset of the feed's sports (default: all of them, in feed order;
+    in demo mode the sports of the bundled sample feed)."""
     from tenantsvc.core.odds import SPORTS
 
     if raw is None or raw.strip() == "":
-        return SPORTS
+        return DEMO_SPORTS if demo else SPORTS
     chosen = [name.strip().lower() for name in raw.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SPORTS]
     if unknown or not chosen:
@@ -442,7 +446,7 @@ def load_settings(
         session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),
         trusted_proxy_header=_trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER")),
         goalserve_timeout_s=_seconds(env, "GOALSERVE_TIMEOUT", 15.0, 0.5, 300.0),
-        odds_sports=_odds_sports(env.get("ODDS_SPORTS")),
+        odds_sports=_odds_sports(env.get("ODDS_SPORTS"), demo),
         odds_poll_interval_s=_seconds(env, "ODDS_POLL_INTERVAL", 300.0, 10.0, 86400.0),
         odds_max_age_s=_seconds(env, "ODDS_MAX_AGE", 900.0, 10.0, 86400.0),
         odds_cache_ttl_s=_seconds(env, "ODDS_CACHE_TTL", 5.0, 0.0, 300.0),

@@ -260,3 +260,8 @@ def test_unknown_odds_sports_are_refused_with_the_names(raw):
 def test_sportsbook_durations_are_checked(name, raw):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: raw})
+
+
+def test_demo_mode_polls_the_sports_of_the_bundled_sample_feed():
+    assert load_settings({}, demo=True).odds_sports == ("soccer", "basketball")
+    assert load_settings({"ODDS_SPORTS": "tennis"}, demo=True).odds_sports == ("tennis",)

@@ -99,3 +99,26 @@ def test_a_worker_role_runs_its_loop_without_a_listener_and_exits_0_on_sigterm(s
     assert not any(m.get("action_type") == other for m in service.messages())
     assert service.terminate() == 0, service.stderr()
     assert service.stderr() == ""
+
+
+def test_the_demo_shows_odds_from_the_bundled_feed_and_takes_a_bet(demo_service):
+    demo_service.wait_for_message(
+        lambda m: m.get("message_type") == "tenantsvc:odds:saved" and m.get("sport") == "soccer",
+        "the demo odds worker to save the sample soccer odds")
+    odds = http("GET", demo_service.url("/demo/api/public/odds/soccer"))
+    assert odds.status == 200
+    match = odds.json()["matches"][0]
+    home = next(m for m in match["markets"] if m["market"] == "1x2")["selections"][0]
+    assert home["selection"] == "home"
+    credentials = {"username": "punter", "password": "correct horse battery"}
+    assert http("POST", demo_service.url("/demo/api/auth/register"), json_body=credentials).status == 201
+    logged_in = http("POST", demo_service.url("/demo/api/auth/login"), json_body=credentials)
+    cookie = logged_in.headers["Set-Cookie"].split(";")[0]
+    body = {"match_id": match["id"], "market": "1x2", "selection": "home", "line": None, "stake_cents": 500,
+            "odds": home["odds"]}
+    placed = http("POST", demo_service.url("/demo/api/bets"), json_body=body,
+                  headers={"Cookie": cookie, "Idempotency-Key": "demo-bet-1"})
+    assert placed.status == 201, placed.body
+    assert placed.json()["balance_cents"] == 100_000 - 500
+    listed = http("GET", demo_service.url("/demo/api/bets"), headers={"Cookie": cookie})
+    assert [b["id"] for b in listed.json()["bets"]] == [placed.json()["bet"]["id"]]
