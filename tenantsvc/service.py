@@ -145,8 +145,20 @@ def in_thread(reactor: Any) -> Callable[..., Deferred]:
     return lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
 
+@dataclass
+class FeedWorkers:
+    """The odds poller and the settlement loop of this process (None where the role does not run them)."""
+
+    odds: Any = None
+    settlement: Any = None
+
+    def services(self) -> list[Any]:
+        """The workers to start, odds first."""
+        return [worker for worker in (self.odds, self.settlement) if worker is not None]
+
+
 def build_feed_workers(components: "Components", reactor: Any, feed: Any = None,
-                       run_in_thread: Callable[..., Any] | None = None) -> list[Any]:
+                       run_in_thread: Callable[..., Any] | None = None) -> FeedWorkers:
     """The odds poller and the settlement loop this process's role runs (none for ``web``).
 
     ``feed`` and ``run_in_thread`` replace the configured feed and the thread pool (tests).
@@ -155,12 +167,12 @@ def build_feed_workers(components: "Components", reactor: Any, feed: Any = None,
     from tenantsvc.workers.odds_poller import OddsPoller
 
     settings = components.settings
+    workers = FeedWorkers()
     if not settings.runs_feed_workers:
-        return []
+        return workers
     feed = feed if feed is not None else build_feed(settings, reactor)
     run_in_thread = run_in_thread or in_thread(reactor)
     writes = components.breaker.runner(WRITE)
-    workers: list[Any] = []
     if settings.runs_worker("worker_odds"):
         ingest = OddsIngest(feed, writes, reactor, run_in_thread)
         # Backoff starts at one full period: a failing feed is never asked sooner than a healthy one.
@@ -168,13 +180,13 @@ def build_feed_workers(components: "Components", reactor: Any, feed: Any = None,
         poller = OddsPoller(settings.odds_sports, ingest.ingest, clock=reactor, metrics=components.metrics,
                             period_s=period, backoff_base_s=period, backoff_cap_s=6 * period)
         poller.setName("worker_odds")
-        workers.append(poller)
+        workers.odds = poller
     if settings.runs_worker("worker_settlement"):
         policy = SettlementPolicy(postponed_void_after_s=settings.settlement_postponed_void_after_s,
                                   missing_result_review_after_s=settings.settlement_review_after_s)
         settlement = SettlementService(feed, writes, reactor, run_in_thread, policy=policy, metrics=components.metrics)
-        workers.append(LoopingWorker("worker_settlement", settlement.run_cycle, clock=reactor,
-                                     interval_s=settings.settlement_interval_s, metrics=components.metrics))
+        workers.settlement = LoopingWorker("worker_settlement", settlement.run_cycle, clock=reactor,
+                                           interval_s=settings.settlement_interval_s, metrics=components.metrics)
     return workers
 
 
@@ -243,10 +255,15 @@ def build_components(settings: Settings, reactor: Any, *,
                       redis=redis, subscriber=subscriber)
 
 
-def build_web(components: Components, reactor: Any) -> None:
-    """Build the root resource and Site for ``components`` (imports Klein, so only once a reactor is chosen)."""
+def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], dict] | None = None) -> None:
+    """Build the root resource and Site for ``components`` (imports Klein, so only once a reactor is chosen).
+
+    A worker role gets only the operational endpoints (health, readiness, metrics); ``odds_feed``
+    describes the odds poller's state in ``/health/detailed``.
+    """
     from tenantsvc.web.admin import AdminApi
     from tenantsvc.web.health import Readiness, operational_handlers
+    from tenantsvc.web.operations import NotServedHere, not_served
     from tenantsvc.web.public_theme import public_theme_handler
     from tenantsvc.web.request import TenantRequest
     from tenantsvc.web.root import RootResource
@@ -259,24 +276,28 @@ def build_web(components: Components, reactor: Any) -> None:
     redis = components.redis
     report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
                           redis_ping=redis.ping if hasattr(redis, "ping") else None,
-                          breaker=components.breaker.describe, sessions_count=players.sessions.count,
-                          pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor))
-    root = RootResource(
-        clock=reactor,
-        metrics=components.metrics,
-        is_known_tenant=components.tenant_registry.is_known,
-        operational=operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
-                                         registry=components.registry, detailed_check=report.check),
-        public_theme=public_theme_handler(components.themes, players.limiters.local, players.policies[PUBLIC],
-                                          components.tenant_registry.may_exist),
-        admin=AdminApi(components.tenants, settings.admin_token, components.breaker,
-                       components.sportsbook.betting).app.resource(),
-        tenant_api=TenantApi(
+                          breaker=components.breaker.describe,
+                          sessions_count=players.sessions.count if settings.serves_web else None,
+                          pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor),
+                          odds_feed=odds_feed)
+    operational = operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
+                                       registry=components.registry, detailed_check=report.check)
+    if settings.serves_web:
+        public_theme = public_theme_handler(components.themes, players.limiters.local, players.policies[PUBLIC],
+                                            components.tenant_registry.may_exist)
+        admin = AdminApi(components.tenants, settings.admin_token, components.breaker,
+                         components.sportsbook.betting).app.resource()
+        tenant_api = TenantApi(
             accounts=players.accounts, sessions=players.sessions, betting=components.sportsbook.betting,
             odds=components.sportsbook.odds, limiters=players.limiters,
             policies=players.policies, may_exist=components.tenant_registry.may_exist,
             secure_cookies=not settings.is_development, trusted_proxy_header=settings.trusted_proxy_header,
-        ).app.resource(),
+        ).app.resource()
+    else:
+        public_theme, admin, tenant_api = not_served, NotServedHere(), NotServedHere()
+    root = RootResource(
+        clock=reactor, metrics=components.metrics, is_known_tenant=components.tenant_registry.is_known,
+        operational=operational, public_theme=public_theme, admin=admin, tenant_api=tenant_api,
         access_log_sample_rate=settings.access_log_sample_rate,
     )
     site = QuietSite(root, reactor=reactor)
@@ -290,7 +311,10 @@ def _request_factory(max_body_bytes: int, base: type) -> type:
 
 
 def build_service(settings: Settings, reactor: Any) -> MultiService:
-    """The whole process: logging → db → redis → web → workers, as named children started in that order."""
+    """The whole process: logging → db → redis → web → workers, as named children started in that order.
+
+    Worker roles listen too, serving only health, readiness and metrics (``web.operations``).
+    """
     from tenantsvc.web.server import WebService
     from tenantsvc.workers.loop import LoopingWorker
 
@@ -308,8 +332,13 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
                 database=settings.database.describe(),
                 redis=settings.redis.describe() if settings.redis else None, demo=settings.demo)
 
+    workers = build_feed_workers(components, reactor)
+
     async def after_migrations() -> None:
         await components.db_service.when_ready()
+        if top.running:  # the feed workers write to tables the migrations create: start them only now
+            for worker in workers.services():
+                worker.setServiceParent(top)
         if settings.demo:
             await ensure_demo_tenant(components.db)
         if settings.serves_web:
@@ -323,18 +352,16 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
 
     reactor.callWhenRunning(start_after_migrations)
 
+    build_web(components, reactor, odds_feed=workers.odds.describe if workers.odds is not None else None)
+    top.before_stop.append(components.readiness.start_draining)
+    WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
+               readiness=components.readiness, warmed=warmed).setServiceParent(top)
     if settings.serves_web:
-        build_web(components, reactor)
-        top.before_stop.append(components.readiness.start_draining)
-        WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
-                   readiness=components.readiness, warmed=warmed).setServiceParent(top)
         LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=settings.theme_warm_interval_s,
                       metrics=components.metrics, run_now=False).setServiceParent(top)
     if settings.role == "all" and not settings.runs_feed_workers:
         log_message("tenantsvc:feed:disabled",
                     reason="no GOALSERVE_API_KEY in development: odds and settlement workers are off (--demo reads the sample feed)")
-    for worker in build_feed_workers(components, reactor):
-        worker.setServiceParent(top)
     return top
 
 

@@ -26,7 +26,8 @@ class HealthReport:
                  redis_ping: Callable[[], Awaitable[float]] | None = None,
                  breaker: Callable[[], dict[str, Any]] | None = None,
                  pgbouncer_pools: Callable[[], Deferred] | None = None,
-                 sessions_count: Callable[[], Awaitable[int]] | None = None):
+                 sessions_count: Callable[[], Awaitable[int]] | None = None,
+                 odds_feed: Callable[[], dict[str, dict[str, Any]]] | None = None):
         self._clock = clock
         self._db = db
         self._version = version
@@ -35,6 +36,7 @@ class HealthReport:
         self._breaker = breaker
         self._pgbouncer_pools = pgbouncer_pools
         self._sessions_count = sessions_count
+        self._odds_feed = odds_feed
 
     def check(self) -> Deferred:
         """Run every check; fires with the report dict."""
@@ -58,6 +60,14 @@ class HealthReport:
             return {"componentType": "datastore", "status": "warn", "time": now, "output": type(error).__name__}
         return {"componentType": "datastore", "observedValue": count, "observedUnit": "sessions",
                 "status": "pass", "time": now}
+
+    def _odds_feed_report(self, now: str) -> dict[str, Any]:
+        """Per sport: next run, consecutive failures, last success and last error; warn while any sport fails."""
+        assert self._odds_feed is not None
+        sports = self._odds_feed()
+        failing = sorted(sport for sport, state in sports.items() if state.get("consecutive_failures"))
+        return {"componentType": "component", "observedValue": len(failing), "observedUnit": "sports failing",
+                "status": "warn" if failing else "pass", "time": now, "sports": sports}
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
@@ -112,6 +122,9 @@ class HealthReport:
         if self._sessions_count is not None:
             checks["sessions:count"] = [await self._sessions_report(now)]
             overall = _worst(overall, checks["sessions:count"][0]["status"])
+        if self._odds_feed is not None:
+            checks["odds:feed"] = [self._odds_feed_report(now)]
+            overall = _worst(overall, checks["odds:feed"][0]["status"])
         return {"status": overall, "version": self._version, "serviceId": f"tenantsvc-{self._role}",
                 "description": "tenantsvc detailed health", "checks": checks}
 

@@ -9,7 +9,7 @@ import pytest
 from tenantsvc.core.theme import DEFAULT_THEME
 from tenantsvc.services.demo import DEMO_THEME
 from tests.e2e.twistd_process import ADMIN_TOKEN, http, service_env
-from tests.support.processes import accepts_connections, free_port
+from tests.support.processes import accepts_connections
 from tests.support.web_harness import render_eliot_tree
 
 pytestmark = pytest.mark.e2e
@@ -86,15 +86,23 @@ def test_the_web_role_drains_and_exits_0_on_sigterm(start_tenantsvc):
     assert "tenantsvc:http:request/1 => started" in rendered and "tenantsvc:web:drained" in rendered
 
 
-@pytest.mark.parametrize("role,action", [("worker_odds", "tenantsvc:odds:ingest"),
-                                         ("worker_settlement", "tenantsvc:settlement:cycle")])
-def test_a_worker_role_runs_its_loop_without_a_listener_and_exits_0_on_sigterm(start_tenantsvc, role, action):
-    port = free_port()
-    service = start_tenantsvc("--demo", "--role", role, "--listen", f"tcp:{port}:interface=127.0.0.1", ready=False)
+@pytest.mark.parametrize("role,action,metric", [
+    ("worker_odds", "tenantsvc:odds:ingest", 'odds_worker_last_success_timestamp_seconds{sport="soccer"}'),
+    ("worker_settlement", "tenantsvc:settlement:cycle", 'worker_last_success_timestamp_seconds{worker="worker_settlement"}'),
+])
+def test_a_worker_role_runs_its_loop_serves_only_operations_and_exits_0_on_sigterm(start_tenantsvc, role, action,
+                                                                                      metric):
+    service = start_tenantsvc("--demo", "--role", role, "--listen", "tcp:0:interface=127.0.0.1")
     service.wait_for_message(lambda m: m.get("action_type") == action and m.get("action_status") == "succeeded",
                              f"the {role} loop to complete a run")
-    assert not accepts_connections("127.0.0.1", port)
-    assert not any(m.get("message_type") == "tenantsvc:web:listening" for m in service.messages())
+    scrape = http("GET", service.url("/metrics"))
+    assert scrape.status == 200 and metric in scrape.body.decode()
+    assert http("GET", service.url("/healthz")).status == 200
+    checks = http("GET", service.url("/health/detailed")).json()["checks"]
+    assert ("odds:feed" in checks) == (role == "worker_odds") and "sessions:count" not in checks
+    not_here = http("GET", service.url("/demo/api/public/load-theme"))
+    assert not_here.status == 404 and "worker process" in not_here.json()["message"]
+    assert http("GET", service.url("/admin/api/tenants"), headers=ADMIN).status == 404
     other = "tenantsvc:settlement:cycle" if role == "worker_odds" else "tenantsvc:odds:ingest"
     assert not any(m.get("action_type") == other for m in service.messages())
     assert service.terminate() == 0, service.stderr()

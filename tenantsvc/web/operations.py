@@ -1,0 +1,42 @@
+"""The HTTP surface of a worker process: only the operational endpoints (health, readiness, metrics).
+
+Worker roles (``worker_odds``, ``worker_settlement``) listen so that Prometheus can scrape their metrics
+(odds age, last success, feed errors) and an orchestrator can probe them; every other path answers a
+JSON 404 that says what this process serves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from tenantsvc.web.errors import ApiError, render_api_error
+
+NOT_SERVED = ApiError(404, "not_found",
+                      "this is a worker process: it serves only /healthz, /readyz, /health/detailed and /metrics")
+
+
+@implementer(IResource)
+class NotServedHere:
+    """A leaf resource answering every request with the worker's 404."""
+
+    isLeaf = True
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> IResource:
+        """Never called for a leaf; present for the interface."""
+        return self
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        """Children are not supported."""
+        raise NotImplementedError("NotServedHere has no children")
+
+    def render(self, request: Any) -> bytes:
+        """The JSON 404."""
+        return render_api_error(request, NOT_SERVED)
+
+
+def not_served(request: Any, segments: list[bytes]) -> bytes:
+    """The same 404 as a fast-path handler (for the public theme paths)."""
+    return render_api_error(request, NOT_SERVED)
