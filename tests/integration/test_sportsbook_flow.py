@@ -198,3 +198,42 @@ async def test_two_settlers_running_at_once_pay_every_bet_exactly_once(database_
     statuses = await first.run_interaction("statuses", statuses_txn)
     assert all(status in ("won", "lost") for status, _ in statuses.values())
     await assert_money_adds_up(first)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_poller_waits_for_the_feeds_retry_after_on_a_429(database, fake_goalserve):
+    from twisted.internet.defer import Deferred
+
+    from tenantsvc.workers.odds_poller import OddsPoller
+
+    clock = clock_at(BEFORE_KICKOFFS)
+    ingest = OddsIngest(fake_goalserve.client(reactor, clock=clock), database, clock, synchronous)
+    runs: list[Deferred] = []
+
+    def observed_ingest(sport: str) -> Deferred:
+        run = ensureDeferred(ingest.ingest(sport))
+        runs.append(run)
+        return run
+
+    fake_goalserve.fake.serve_status("getodds/soccer", 429, retry_after="700")
+    registry_metrics = metrics()
+    poller = OddsPoller(["soccer"], observed_ingest, clock=clock, metrics=registry_metrics, period_s=300,
+                        backoff_base_s=300, backoff_cap_s=1800, random=lambda: 0.0)
+    poller.startService()
+    try:
+        clock.advance(0)
+        await runs[0].addErrback(lambda failure: None)
+        state = poller.describe()["soccer"]
+        assert (state["last_error"], state["consecutive_failures"]) == ("rate_limited", 1)
+        assert 700 <= state["next_run_in_s"], "backoff (150 s at random 0) yields to Retry-After"
+        fake_goalserve.fake.serve_fixture("getodds/soccer", "odds_soccer_list.json")
+        clock.advance(699)
+        assert len(runs) == 1, "not a request before Retry-After has passed"
+        clock.advance(1)
+        await runs[1]
+        assert poller.describe()["soccer"]["consecutive_failures"] == 0
+        odds = await database.run_interaction("read", odds_store.upcoming_odds_txn, "soccer", BEFORE_KICKOFFS)
+        assert len(odds.matches) == 4
+        assert registry_metrics.feed_errors.labels("soccer", "rate_limited")._value.get() == 1
+    finally:
+        await poller.stopService()

@@ -261,3 +261,14 @@ def test_an_operator_settles_only_within_the_tenant_and_with_a_reason(harness, p
     assert harness.admin("POST", f"/admin/api/tenants/acme/bets/{bet_id}/settle",
                          json={"outcome": "cashout", "reason": "x"}).status == 422
     assert balance(harness, player) == OPENING_BALANCE - 1000
+
+
+def test_while_the_database_is_refused_the_last_odds_list_is_served_and_marked(harness, player):
+    first = harness.get("/acme/api/public/odds/soccer")
+    assert harness.admin("POST", "/admin/api/breaker", json={"mode": "open"}).status == 200
+    harness.clock.advance(6)
+    stale = harness.get("/acme/api/public/odds/soccer")
+    assert stale.status == 200 and stale.body == first.body
+    assert stale.header("Cache-Status") == "tenantsvc; hit; detail=db-refused"
+    never_loaded = harness.get("/acme/api/public/odds/basketball")
+    assert never_loaded.status == 503 and never_loaded.header("Retry-After")
