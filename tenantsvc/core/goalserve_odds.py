@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 
 from tenantsvc.core.feed_errors import FeedMalformed, FeedRejected
 from tenantsvc.core.goalserve_shape import (
+    first_of_each,
     category_objects,
     excerpt,
     feed_field,
@@ -71,7 +72,7 @@ def parse_odds_document(sport: str, body: bytes) -> OddsSnapshot:
     categories = category_objects(scores)
     if not categories:
         raise FeedRejected("odds document has no categories")
-    return OddsSnapshot(sport=sport, feed_ts=feed_ts, matches=_unique_matches(_feed_matches(categories)))
+    return OddsSnapshot(sport=sport, feed_ts=feed_ts, matches=first_of_each(_feed_matches(categories), lambda match: match.id))
 
 
 def _scores_object(document: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -106,14 +107,6 @@ def _feed_matches(categories: Iterable[Mapping[str, Any]]) -> Iterable[FeedMatch
             feed_match = _feed_match(league, match)
             if feed_match is not None:
                 yield feed_match
-
-
-def _unique_matches(matches: Iterable[FeedMatch]) -> tuple[FeedMatch, ...]:
-    """``matches`` without repeated ids (the first one wins)."""
-    by_id: dict[str, FeedMatch] = {}
-    for match in matches:
-        by_id.setdefault(match.id, match)
-    return tuple(by_id.values())
 
 
 def _feed_match(league: str, match: Mapping[str, Any]) -> FeedMatch | None:

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 
 from tenantsvc.core.feed_errors import FeedMalformed, FeedRejected
 from tenantsvc.core.goalserve_shape import (
+    first_of_each,
     category_objects,
     feed_field,
     feed_text,
@@ -70,7 +71,7 @@ def parse_results_document(body: bytes) -> tuple[MatchResult, ...]:
         return ()
     if not isinstance(scores, dict):
         raise FeedMalformed(f"scores is a JSON {type(scores).__name__}, not an object")
-    return _unique_results(_match_results(category_objects(scores)))
+    return first_of_each(_match_results(category_objects(scores)), lambda result: result.match_id)
 
 
 def _match_results(categories: Iterable[Mapping[str, Any]]) -> Iterable[MatchResult]:
@@ -80,14 +81,6 @@ def _match_results(categories: Iterable[Mapping[str, Any]]) -> Iterable[MatchRes
             result = match_result(match)
             if result is not None:
                 yield result
-
-
-def _unique_results(results: Iterable[MatchResult]) -> tuple[MatchResult, ...]:
-    """``results`` without repeated match ids (the first one wins)."""
-    by_id: dict[str, MatchResult] = {}
-    for result in results:
-        by_id.setdefault(result.match_id, result)
-    return tuple(by_id.values())
 
 
 def match_result(match: Mapping[str, Any]) -> MatchResult | None:

@@ -8,9 +8,11 @@ refuses bodies that are not JSON objects or that announce an error instead of da
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from tenantsvc.core.feed_errors import FeedMalformed, FeedRejected
+
+T = TypeVar("T")
 
 # Words in a top-level ``message`` that mean the feed is telling us about a failure, not sending data.
 REJECT_MESSAGE_WORDS: tuple[str, ...] = ("error", "failed", "timeout", "too many requests", "rate limit")
@@ -129,3 +131,11 @@ def match_sides(match: Mapping[str, Any]) -> tuple[object, object] | None:
 
 
 # --- odds document ------------------------------------------------------------------------------------
+
+
+def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[T, ...]:
+    """``items`` without repeats of ``key`` (the first one wins), in order: the feed sometimes lists a match twice."""
+    by_key: dict[str, T] = {}
+    for item in items:
+        by_key.setdefault(key(item), item)
+    return tuple(by_key.values())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import eliot
 import pytest
+from eliot import MemoryLogger
+from eliot.testing import check_for_errors, swap_logger
 
 
 @pytest.fixture
@@ -18,3 +21,16 @@ def eliot_messages() -> Iterator[list[dict[str, Any]]]:
         yield messages
     finally:
         eliot.remove_destination(messages.append)
+
+
+@contextmanager
+def memory_logger() -> Iterator[MemoryLogger]:
+    """Make eliot's global logger a ``MemoryLogger`` for the block; then fail on invalid messages or
+    tracebacks the block did not expect (and flush)."""
+    logger = MemoryLogger()
+    previous = swap_logger(logger)
+    try:
+        yield logger
+    finally:
+        swap_logger(previous)
+    check_for_errors(logger)

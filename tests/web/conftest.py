@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from eliot import MemoryLogger
-from eliot.testing import check_for_errors, swap_logger
+from tests.support.logs import memory_logger
 from twisted.logger import globalLogPublisher
 
 from tests.support.web_harness import WebHarness, build_harness
@@ -22,13 +22,8 @@ from tests.support.web_harness import WebHarness, build_harness
 @pytest.fixture(autouse=True)
 def eliot_logger() -> Iterator[MemoryLogger]:
     """Capture every eliot message of the test; fail on invalid messages or unflushed tracebacks."""
-    logger = MemoryLogger()
-    previous = swap_logger(logger)
-    try:
+    with memory_logger() as logger:
         yield logger
-    finally:
-        swap_logger(previous)
-    check_for_errors(logger)
 
 
 @pytest.fixture(autouse=True)

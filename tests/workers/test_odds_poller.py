@@ -9,11 +9,12 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 from eliot import MemoryLogger
-from eliot.testing import LoggedAction, check_for_errors, swap_logger
+from eliot.testing import LoggedAction
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
+from tests.support.logs import memory_logger
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedTimeout
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import RETRY_AFTER_CAP_S
@@ -71,13 +72,8 @@ class Rig:
 @pytest.fixture(autouse=True)
 def eliot_logger() -> Iterator[MemoryLogger]:
     """Capture eliot messages; fail on invalid messages or tracebacks the test did not expect and flush."""
-    logger = MemoryLogger()
-    previous = swap_logger(logger)
-    try:
+    with memory_logger() as logger:
         yield logger
-    finally:
-        swap_logger(previous)
-    check_for_errors(logger)
 
 
 def make_rig(sports: Sequence[str] = ("soccer",), *, period_s: float = 60.0, jitter: float = 0.5,
