@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
-from tests.support.logs import memory_logger
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedTimeout
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import RETRY_AFTER_CAP_S
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.workers.odds_poller import POLL, OddsPoller
+from tests.support.logs import memory_logger
 
 ALMOST_ONE = 0.999
 START = 1_000.0  # the Clock's time at start-up, so timestamps are not zero
