@@ -7,8 +7,9 @@ teams to score and five over/under lines, about 1.7 kB of JSON per match; the or
 1. ``parse``: ``core.goalserve_odds.parse_odds_document`` (the worker runs it in a thread, off the reactor);
 2. ``save``: ``odds_store.save_odds_txn`` in one transaction on SQLite (a temp file) and on a throwaway
    Postgres (``tests.support.postgres.PostgresServer``, started as the ``postgres`` user on a free
-   loopback port): the time a connection is held per poll, first save (inserts) and a re-save of the
-   same matches with every price touched (the steady state);
+   loopback port): the time a connection is held per poll: the first save (inserts), a re-save of the
+   same matches with no price changed, and a re-save where ``CHANGED_SHARE`` (~5 %) of the prices moved
+   (the steady state; saves alternate between two snapshots so each one really changes that many);
 3. ``read``: ``odds_store.upcoming_odds_txn`` for the odds API (300 matches), which the API then caches
    for ``ODDS_CACHE_TTL``.
 
@@ -26,7 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,8 +41,10 @@ from tenantsvc.adapters.db.migrations import apply_migrations_txn  # noqa: E402
 from tenantsvc.adapters.db.pool import Txn  # noqa: E402
 from tenantsvc.config import load_settings  # noqa: E402
 from tenantsvc.core.goalserve_odds import parse_odds_document  # noqa: E402
+from tenantsvc.core.odds import OddsSnapshot  # noqa: E402
 
 KICKOFF_DAY = datetime.now(timezone.utc) + timedelta(days=1)
+CHANGED_SHARE = 20  # one price in 20 (5 %) moves between the two snapshots of the "changed" re-save
 
 
 def _market(market_id: str, name: str, odds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -76,6 +81,18 @@ def synthetic_document(matches: int) -> bytes:
     return json.dumps({"scores": {"sport": "soccer", "ts": str(int(time.time())), "categories": categories}}).encode()
 
 
+def with_moved_prices(snapshot: OddsSnapshot) -> OddsSnapshot:
+    """``snapshot`` with every ``CHANGED_SHARE``-th price (in document order) 0.01 higher."""
+    counter = iter(range(sum(len(match.prices) for match in snapshot.matches)))
+    moved = Decimal("0.01")
+    matches = tuple(
+        replace(match, prices=tuple(replace(price, odds=price.odds + moved) if next(counter) % CHANGED_SHARE == 0
+                                    else price for price in match.prices))
+        for match in snapshot.matches
+    )
+    return replace(snapshot, matches=matches)
+
+
 def median_seconds(work: Callable[[], Any], runs: int) -> float:
     """Median wall time of ``work()`` over ``runs`` runs."""
     times = []
@@ -99,23 +116,23 @@ def in_transaction(connection: Any, dialect: Any, fn: Callable[..., Any], *args:
         raise
 
 
-def measure_database(name: str, connection: Any, dialect: Any, snapshot: Any, runs: int) -> dict[str, float]:
-    """Migrate, then time the first save, re-saves and the odds API read."""
+def measure_database(name: str, connection: Any, dialect: Any, snapshot: OddsSnapshot, runs: int) -> dict[str, float]:
+    """Migrate, then time the first save, unchanged and changed re-saves, and the odds API read."""
     in_transaction(connection, dialect, apply_migrations_txn, dialect.types)
-    fetched = datetime.now(timezone.utc)
-    started = time.perf_counter()
-    in_transaction(connection, dialect, odds_store.save_odds_txn, snapshot, fetched)
-    first = time.perf_counter() - started
 
-    def resave() -> None:
-        in_transaction(connection, dialect, odds_store.save_odds_txn, snapshot, datetime.now(timezone.utc))
+    def save(this: OddsSnapshot) -> None:
+        in_transaction(connection, dialect, odds_store.save_odds_txn, this, datetime.now(timezone.utc))
 
-    again = median_seconds(resave, runs)
+    first = median_seconds(lambda: save(snapshot), 1)
+    again = median_seconds(lambda: save(snapshot), runs)
+    alternates = iter([with_moved_prices(snapshot), snapshot] * runs)
+    changed = median_seconds(lambda: save(next(alternates)), runs)
     read = median_seconds(lambda: in_transaction(connection, dialect, odds_store.upcoming_odds_txn, "soccer",
                                                  datetime.now(timezone.utc), 300), runs)
-    print(f"  {name:8s} first save {first * 1000:8.1f} ms   re-save {again * 1000:8.1f} ms   "
-          f"read 300 matches {read * 1000:6.1f} ms")
-    return {"first_save_ms": first * 1000, "resave_ms": again * 1000, "read_ms": read * 1000}
+    print(f"  {name:8s} first save {first * 1000:8.1f} ms   re-save unchanged {again * 1000:8.1f} ms   "
+          f"5 % changed {changed * 1000:8.1f} ms   read 300 matches {read * 1000:6.1f} ms")
+    return {"first_save_ms": first * 1000, "resave_ms": again * 1000, "resave_changed_ms": changed * 1000,
+            "read_ms": read * 1000}
 
 
 def open_connection(database_url: str) -> tuple[Any, Any]:

@@ -28,7 +28,8 @@ FETCHED = MessageType("tenantsvc:odds:fetched", fields(sport=str, bytes=int, fet
 PARSED = MessageType("tenantsvc:odds:parsed", fields(sport=str, matches=int, parse_ms=float),
                      "The document was parsed off the reactor thread.")
 SAVED = MessageType("tenantsvc:odds:saved", fields(sport=str, matches=int, prices=int, suspended=int, save_ms=float),
-                    "Matches and prices were saved in one transaction and its connection returned.")
+                    "The sport was saved in one transaction and its connection returned; the counts are rows "
+                    "written (new or changed matches and prices, prices newly suspended): 0 when nothing changed.")
 
 RunInThread = Callable[..., Awaitable[Any]]
 

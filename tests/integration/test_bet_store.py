@@ -19,8 +19,11 @@ from twisted.internet.defer import Deferred
 from tenantsvc.adapters.db import bet_store, odds_store, tenant_store
 from tenantsvc.adapters.db.bet_store import BetRejected, IdempotencyConflict, PendingBet, PendingMatch, Settlement
 from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.adapters.db.odds_store import SaveSummary
 from tenantsvc.core.odds import BetRequest, payout_cents
 from tests.integration.test_odds_store import T0, feed_match, run, snapshot
+from tests.support.databases import migrate
+from tests.support.interactions import Gate
 
 pytestmark = pytest.mark.integration
 
@@ -206,6 +209,77 @@ async def test_price_changed_tells_the_current_odds(database):
     assert same_value.bet["odds"] == "1.76"
 
 
+def _home_price_updated_at_txn(txn: Any) -> datetime:
+    row = txn.one("SELECT updated_at FROM odds WHERE match_id = 'm1' AND market = '1x2' AND selection = 'home'")
+    assert row is not None
+    return odds_store.from_db_timestamp(row["updated_at"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_freshness_is_the_sports_last_save_not_the_price_rows_age(database):
+    users = await open_book(database)
+    late = FETCHED + timedelta(seconds=MAX_AGE_S + 1)
+    stale = await _rejection(place(database, users["alice"], home_bet(), "k1", now=late))
+    assert stale.code == "stale_price"
+    unchanged = await run(database, odds_store.save_odds_txn, snapshot(feed_match("m1", KICKOFF)), late)
+    assert unchanged == SaveSummary(matches=0, prices=0, suspended=0)
+    assert await run(database, _home_price_updated_at_txn) == FETCHED  # the row was not rewritten...
+    placed = await place(database, users["alice"], home_bet(), "k2", now=late)  # ...yet the feed confirmed it
+    assert placed.replayed is False and placed.bet["odds"] == "1.76"
+    much_later = late + timedelta(seconds=MAX_AGE_S + 1)
+    assert (await _rejection(place(database, users["alice"], home_bet(), "k3", now=much_later))).code == "stale_price"
+    await assert_money_adds_up(database)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_sports_own_save_confirms_its_prices(database):
+    users = await open_book(database)
+    late = FETCHED + timedelta(seconds=MAX_AGE_S + 1)
+    await run(database, odds_store.save_odds_txn, snapshot(feed_match("t1", KICKOFF), sport="tennis"), late)
+    assert (await _rejection(place(database, users["alice"], home_bet(), "k1", now=late))).code == "stale_price"
+
+    def forget_soccer_txn(txn: Any) -> None:
+        txn.execute("DELETE FROM feed_status WHERE sport = 'soccer'")
+
+    await run(database, forget_soccer_txn)  # prices no save of their sport ever confirmed are never fresh
+    assert (await _rejection(place(database, users["alice"], home_bet(), "k2"))).code == "stale_price"
+    assert await run(database, count_txn, "bets") == 0
+
+
+@pytest.fixture
+def postgres_pools(database_factory: Any) -> tuple[Any, Any]:
+    """Two migrated ``Database`` pools (separate connections) on one fresh Postgres database."""
+    url = database_factory.new_url("postgres")
+    first, second = (database_factory.open(url=url) for _ in range(2))
+    pytest_twisted.blockon(migrate(first))
+    return first, second
+
+
+def _place_then_hold_txn(txn: Any, gate: Gate, *args: Any) -> bet_store.PlacedBet:
+    """Place a bet, then keep its transaction (and its ``FOR SHARE`` row locks) open until the gate opens."""
+    placed = bet_store.place_bet_txn(txn, *args)
+    gate.hold_txn(txn)
+    return placed
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unchanged_odds_save_does_not_wait_for_a_bet_in_progress(postgres_pools):
+    first, second = postgres_pools
+    users = await open_book(first)
+    gate = Gate()
+    held = first.run_interaction("place_then_hold", _place_then_hold_txn, gate, "acme", users["alice"], home_bet(),
+                                 "k1", fingerprint_of(home_bet()), NOW, MAX_AGE_S)
+    await gate.entered
+    try:  # were the save to write m1's rows it would wait for the bet's locks: the gate would time out
+        saved = await run(second, odds_store.save_odds_txn, snapshot(feed_match("m1", KICKOFF)), NOW)
+    finally:
+        gate.open()
+    assert saved == SaveSummary(matches=0, prices=0, suspended=0)
+    assert (await held).balance_cents == OPENING - 1_000
+    assert await run(first, odds_store.feed_ages_txn) == {"soccer": NOW}
+    await assert_money_adds_up(first)
+
+
 @pytest_twisted.ensureDeferred
 async def test_payout_above_the_tenant_limit_is_refused(database):
     users = await open_book(database)
@@ -330,7 +404,8 @@ async def test_an_unknown_outcome_is_a_programming_error(database):
 @pytest_twisted.ensureDeferred
 async def test_matches_with_pending_bets_are_those_kicked_off(database):
     users = await open_book(database, match_ids=("m1", "m2", "m3"))
-    later = snapshot(feed_match("m4", KICKOFF + timedelta(hours=5)))
+    later = snapshot(*(feed_match(m, KICKOFF) for m in ("m1", "m2", "m3")),  # a save suspends what it omits
+                     feed_match("m4", KICKOFF + timedelta(hours=5)))
     await run(database, odds_store.save_odds_txn, later, FETCHED)
     for n, match in enumerate(("m1", "m2", "m4")):
         await place(database, users["alice"], home_bet(match_id=match), f"k{n}")

@@ -56,6 +56,17 @@ def _odds_rows_txn(txn: Any) -> dict[tuple[str, str, str, str], tuple[Decimal, b
                                                                       bool(r["suspended"])) for r in rows}
 
 
+def _versions_txn(txn: Any, table: str = "odds") -> dict[tuple[str, ...], tuple[datetime, str]]:
+    """Each row of ``odds`` (or ``matches``) by key: its ``updated_at``, and on Postgres its ``xmin``/``xmax``
+    (changed by any write or row lock), else ``''``.
+    """
+    key = "match_id, market, line, selection" if table == "odds" else "id"
+    version = "xmin::text || '/' || xmax::text" if txn.dialect == "postgres" else "''"
+    rows = txn.all(f"SELECT {key}, updated_at, {version} AS version FROM {table}")
+    return {tuple(r[c.strip()] for c in key.split(",")): (odds_store.from_db_timestamp(r["updated_at"]), r["version"])
+            for r in rows}
+
+
 def _suspended_keys(rows: dict[tuple[str, str, str, str], tuple[Decimal, bool]]) -> set[tuple[str, str, str, str]]:
     return {key for key, (_, suspended) in rows.items() if suspended}
 
@@ -92,12 +103,15 @@ async def test_prices_and_matches_that_vanish_before_kickoff_are_suspended(datab
     later = T0 + timedelta(hours=1)  # "live" has kicked off by now; m1 lost its draw price; m2 vanished
     shrunk = feed_match("m1", T0 + timedelta(hours=2), (WINNER_PRICES[0], WINNER_PRICES[2]) + TOTALS_PRICES)
     summary = await run(database, odds_store.save_odds_txn, snapshot(shrunk), later)
-    assert summary == SaveSummary(matches=1, prices=4, suspended=4)
+    assert summary == SaveSummary(matches=0, prices=0, suspended=4)
     rows = await run(database, _odds_rows_txn)
     assert _suspended_keys(rows) == {
         ("m1", "1x2", "", "draw"), ("m1", "over_under", "2.5", "under"),
         ("m2", "1x2", "", "home"), ("m2", "1x2", "", "draw"), ("m2", "1x2", "", "away")}
     assert len(rows) == 5 + 3 + 3  # nothing deleted, the started match untouched
+    versions = await run(database, _versions_txn)
+    assert {key for key, (updated_at, _) in versions.items() if updated_at == later} == {
+        ("m1", "1x2", "", "draw"), ("m2", "1x2", "", "home"), ("m2", "1x2", "", "draw"), ("m2", "1x2", "", "away")}
 
 
 @pytest_twisted.ensureDeferred
@@ -116,7 +130,8 @@ async def test_saving_the_same_snapshot_twice_changes_nothing(database):
     first = await run(database, odds_store.save_odds_txn, same, T0)
     rows = await run(database, _odds_rows_txn)
     again = await run(database, odds_store.save_odds_txn, same, T0)
-    assert first == again == SaveSummary(matches=2, prices=10, suspended=0)
+    assert first == SaveSummary(matches=2, prices=10, suspended=0)
+    assert again == SaveSummary(matches=0, prices=0, suspended=0)
     assert await run(database, _odds_rows_txn) == rows
     assert (await run(database, odds_store.upcoming_odds_txn, "soccer", T0)).matches == same.matches
 
@@ -125,12 +140,49 @@ async def test_saving_the_same_snapshot_twice_changes_nothing(database):
 async def test_an_older_snapshot_never_overwrites_a_newer_one(database):
     kickoff = T0 + timedelta(hours=2)
     newer = snapshot(feed_match("m1", kickoff, (Price("1x2", None, "home", D("2.1")),)), feed_ts=200)
-    older = snapshot(feed_match("m1", kickoff, (Price("1x2", None, "home", D("1.5")),)), feed_ts=100)
+    older = snapshot(feed_match("m1", kickoff, (Price("1x2", None, "home", D("1.5")),)),
+                     feed_match("m2", kickoff, WINNER_PRICES), feed_ts=100)
     await run(database, odds_store.save_odds_txn, newer, T0 + timedelta(minutes=5))
-    await run(database, odds_store.save_odds_txn, older, T0)
+    summary = await run(database, odds_store.save_odds_txn, older, T0)
+    assert summary == SaveSummary(matches=0, prices=0, suspended=0)
     odds = await run(database, odds_store.upcoming_odds_txn, "soccer", T0)
     assert odds.matches[0].prices == (Price("1x2", None, "home", D("2.1")),)
+    assert [m.id for m in odds.matches] == ["m1"]  # not even the match only the older snapshot had
     assert odds.updated_at == T0 + timedelta(minutes=5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unchanged_resave_writes_no_row_but_confirms_the_feed(database):
+    same = snapshot(feed_match("m1", T0 + timedelta(hours=2)), feed_match("m2", T0 + timedelta(hours=3)))
+    await run(database, odds_store.save_odds_txn, same, T0)
+    prices, matches = await run(database, _versions_txn), await run(database, _versions_txn, "matches")
+    later = T0 + timedelta(minutes=1)
+    assert await run(database, odds_store.save_odds_txn, same, later) == SaveSummary(0, 0, 0)
+    assert await run(database, _versions_txn) == prices  # updated_at, and on Postgres xmin/xmax: not even locked
+    assert await run(database, _versions_txn, "matches") == matches
+    assert {updated_at for updated_at, _ in prices.values()} == {T0}
+    assert await run(database, odds_store.feed_ages_txn) == {"soccer": later}
+    assert (await run(database, odds_store.upcoming_odds_txn, "soccer", T0)).updated_at == later
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resave_writes_only_the_changed_prices_and_matches(database):
+    first, second = feed_match("m1", T0 + timedelta(hours=2)), feed_match("m2", T0 + timedelta(hours=3))
+    await run(database, odds_store.save_odds_txn, snapshot(first, second), T0)
+    before = await run(database, _versions_txn)
+    moved = (Price("1x2", None, "home", D("1.8")),) + first.prices[1:4] + (replace(first.prices[4], suspended=False),)
+    later = T0 + timedelta(minutes=1)
+    changed = snapshot(replace(first, prices=moved), replace(second, kickoff=T0 + timedelta(hours=4)))
+    summary = await run(database, odds_store.save_odds_txn, changed, later)
+    assert summary == SaveSummary(matches=1, prices=2, suspended=0)
+    after = await run(database, _versions_txn)
+    rewritten = {key for key in after if after[key] != before[key]}
+    assert rewritten == {("m1", "1x2", "", "home"), ("m1", "over_under", "2.5", "under")}
+    assert {after[key][0] for key in rewritten} == {later}
+    assert {key: updated_at for key, (updated_at, _) in (await run(database, _versions_txn, "matches")).items()} == {
+        ("m1",): T0, ("m2",): later}
+    odds = await run(database, odds_store.upcoming_odds_txn, "soccer", T0)
+    assert odds.matches == changed.matches
 
 
 @pytest_twisted.ensureDeferred
@@ -167,6 +219,13 @@ async def test_a_large_sport_saves_in_batches(database):
     assert summary == SaveSummary(matches=400, prices=2000, suspended=0)
     odds = await run(database, odds_store.upcoming_odds_txn, "soccer", T0, 1000)
     assert tuple(odds.matches) == tuple(matches)
+    shifted = [replace(m, prices=(replace(m.prices[0], odds=D("1.77")),) + m.prices[1:]) if n % 7 == 0 else m
+               for n, m in enumerate(matches[:-10])]  # one match in 7 moves a price; the last 10 vanish
+    resaved = await run(database, odds_store.save_odds_txn, snapshot(*shifted), T0 + timedelta(minutes=1))
+    assert resaved == SaveSummary(matches=0, prices=56, suspended=40)  # the 5 - 1 already suspended stay so
+    odds = await run(database, odds_store.upcoming_odds_txn, "soccer", T0, 1000)
+    assert odds.matches[:-10] == tuple(shifted)
+    assert all(p.suspended for m in odds.matches[-10:] for p in m.prices)
 
 
 @pytest_twisted.ensureDeferred

@@ -6,8 +6,9 @@ Money moves only through conditional updates in the same transaction as its ledg
 - Placing re-prices the bet from the ``odds`` table (the client's odds must equal the current price) and
   debits with ``UPDATE wallets … WHERE balance_cents >= stake``, so concurrent bets can never overdraw.
   On Postgres the match and price rows are read ``FOR SHARE``: an odds save that already changed them is
-  seen (and the bet refused), one that comes later waits until the bet commits. On SQLite every
-  transaction is ``BEGIN IMMEDIATE``, so no other writer can run between the price check and the debit.
+  seen (and the bet refused), one that comes later waits until the bet commits. A price is fresh when its
+  sport's last save (``feed_status.fetched_at``) is: saves write only the prices that changed. On SQLite
+  every transaction is ``BEGIN IMMEDIATE``, so no other writer can run between the price check and the debit.
 - The same (user, idempotency key) returns the first bet (``replayed``) or, with a different request
   fingerprint, ``IdempotencyConflict``. Two identical requests at once: the loser hits
   ``UNIQUE (user_id, idempotency_key)`` (``IntegrityViolation``, its debit rolled back with it) and the
@@ -182,8 +183,11 @@ def replay_bet_txn(txn: Txn, user_id: int, idempotency_key: str, fingerprint: st
     return PlacedBet(bet_json(row), int(row["balance_after_cents"]), replayed=True)
 
 
-def _lock_clause(txn: Txn) -> str:
-    return " FOR SHARE" if txn.dialect == "postgres" else ""
+def _lock_clause(txn: Txn, of: str = "") -> str:
+    """``FOR SHARE`` (of the rows of table alias ``of`` only, when given) on Postgres; nothing on SQLite."""
+    if txn.dialect != "postgres":
+        return ""
+    return f" FOR SHARE OF {of}" if of else " FOR SHARE"
 
 
 def _player(txn: Txn, slug: str, user_id: int) -> dict[str, Any]:
@@ -207,14 +211,27 @@ def _open_match(txn: Txn, match_id: str, now: datetime) -> dict[str, Any]:
 
 
 def _current_price(txn: Txn, bet: BetRequest, now: datetime, max_odds_age_s: float) -> Decimal:
+    """The price on offer for ``bet``, confirmed by its sport's last save no more than ``max_odds_age_s`` ago.
+
+    A save writes only the prices that changed, so a price row's own ``updated_at`` says nothing about
+    freshness; the feed confirmed every unsuspended price of a sport at its ``feed_status.fetched_at``
+    (a price it stopped offering was suspended in that same save). The price row is read ``FOR SHARE``
+    on Postgres; ``feed_status`` is not locked: it only moves forward, and a save takes its row lock for
+    its whole transaction, so locking it would make every bet of the sport wait for each save (and each
+    save for every bet). Reading the committed ``fetched_at`` can only be older than the one a concurrent
+    save is writing, so at worst a bet is refused as stale; whether the price is still offered is on the
+    locked price row itself.
+    """
     row = txn.one(
-        "SELECT price, suspended, updated_at FROM odds"
-        f" WHERE match_id = %s AND market = %s AND line = %s AND selection = %s{_lock_clause(txn)}",
+        "SELECT o.price, o.suspended, f.fetched_at FROM odds o JOIN matches m ON m.id = o.match_id"
+        " LEFT JOIN feed_status f ON f.sport = m.sport"
+        " WHERE o.match_id = %s AND o.market = %s AND o.line = %s AND o.selection = %s"
+        f"{_lock_clause(txn, of='o')}",
         (bet.match_id, bet.market, to_db_line(bet.line), bet.selection),
     )
     if row is None or row["suspended"]:
         raise BetRejected("market_closed", "this selection is not on offer")
-    if from_db_timestamp(row["updated_at"]) < now - timedelta(seconds=max_odds_age_s):
+    if row["fetched_at"] is None or from_db_timestamp(row["fetched_at"]) < now - timedelta(seconds=max_odds_age_s):
         raise BetRejected("stale_price", "the price is out of date; try again shortly")
     price = from_db_decimal(row["price"])
     if bet.odds != price:
@@ -281,9 +298,9 @@ def place_bet_txn(txn: Txn, slug: str, user_id: int, bet: BetRequest, idempotenc
 
     Checks, in order: player in tenant ``slug`` (``unknown_user``); replay (``IdempotencyConflict`` on a
     different fingerprint); match exists and kicks off after ``now``; the price exists, is not suspended
-    and was updated within ``max_odds_age_s``; ``bet.odds`` equals it; stake and payout within the tenant's
-    limits; the balance covers the stake (conditional debit). Then the pending bet and its ``bet_stake``
-    ledger row are written. Refusals raise ``BetRejected`` and write nothing. A concurrent identical request
+    and its sport was last saved within ``max_odds_age_s`` (``stale_price``); ``bet.odds`` equals it; stake
+    and payout within the tenant's limits; the balance covers the stake (conditional debit). Then the pending
+    bet and its ``bet_stake`` ledger row are written. Refusals raise ``BetRejected`` and write nothing. A concurrent identical request
     can make the bet insert raise ``IntegrityViolation`` (unique): use ``replay_bet_txn`` in a new transaction.
     """
     player = _player(txn, slug, user_id)

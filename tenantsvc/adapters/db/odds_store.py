@@ -13,11 +13,15 @@ Values as stored (the helpers below are the only place that converts them, and `
   without trailing zeros (``Decimal("1.7600")`` → ``Decimal("1.76")``).
 - A line is ``''`` in the database for markets without a line and ``None`` everywhere else.
 
-Saving a snapshot writes every offered price with ``updated_at = fetched_at``; a stored price of a match of
-that sport that has not kicked off yet and was not written by this save (``updated_at < fetched_at``) is
-no longer offered and is marked suspended. An older snapshot never overwrites rows written by a newer one.
-Rows are written in key order with multi-row statements, so two saves of one sport cannot deadlock and a
-2,000-match sport takes a few dozen statements rather than tens of thousands.
+Saving a snapshot first records the fetch in ``feed_status`` (which also serialises saves of one sport on
+Postgres, and makes a snapshot older than the stored one write nothing), then reads the sport's stored
+upcoming matches and prices, and writes only what differs: new or changed matches and prices, and the
+stored prices of not-yet-started matches that the snapshot no longer offers, now suspended. A written row
+gets ``updated_at = fetched_at``, so ``odds.updated_at`` is when a price (or its suspension) last changed;
+when the feed last confirmed the prices on offer is the sport's ``feed_status.fetched_at``, which is what
+``bet_store`` checks for freshness. A steady-state poll therefore rewrites (and row-locks) only the few
+prices that moved. Rows are written in key order with multi-row statements, so a 2,000-match first save
+takes a few dozen statements rather than tens of thousands.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from tenantsvc.adapters.db.pool import Txn
 from tenantsvc.core.odds import MARKETS, SELECTIONS, FeedMatch, OddsSnapshot, Price
@@ -36,6 +40,7 @@ _MAX_PARAMS = {"sqlite": 999, "postgres": 30_000}
 
 _MATCH_COLUMNS = ("id", "sport", "league", "home", "away", "kickoff_at", "status", "updated_at")
 _ODDS_COLUMNS = ("match_id", "market", "line", "selection", "price", "suspended", "updated_at")
+_ODDS_KEY = ("match_id", "market", "line", "selection")
 
 
 # ---- values as stored --------------------------------------------------------------------------
@@ -59,9 +64,14 @@ def from_db_timestamp(value: datetime | str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
+def quantize_price(value: Decimal) -> Decimal:
+    """Odds rounded to the 4 decimal places they are stored with."""
+    return value.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_UP)
+
+
 def to_db_decimal(txn: Txn, value: Decimal) -> Decimal | str:
     """Odds quantized to the stored 4 decimal places: ``Decimal`` for Postgres, its text for SQLite."""
-    quantized = value.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_UP)
+    quantized = quantize_price(value)
     return quantized if txn.dialect == "postgres" else str(quantized)
 
 
@@ -85,10 +95,15 @@ def from_db_line(line: str) -> str | None:
 
 # ---- saving a snapshot -------------------------------------------------------------------------
 
+PriceKey = tuple[str, str, str, str]  # (match_id, market, line as stored, selection)
+PriceValues = tuple[Decimal, bool]  # (price to 4 places, suspended)
+
 
 @dataclass(frozen=True)
 class SaveSummary:
-    """What one save wrote: matches and prices upserted, and prices newly suspended because they vanished."""
+    """What one save wrote: matches and prices inserted or changed, and prices newly suspended because they
+    vanished. A re-save that changed nothing is all zeros, and so is a snapshot older than the one stored.
+    """
 
     matches: int
     prices: int
@@ -102,6 +117,25 @@ class SportOdds:
     sport: str
     updated_at: datetime | None
     matches: tuple[FeedMatch, ...]
+
+
+class MatchValues(NamedTuple):
+    """A match's stored columns other than its id, compared to tell whether a save must write it."""
+
+    sport: str
+    league: str
+    home: str
+    away: str
+    kickoff: datetime
+    status: str
+
+
+@dataclass(frozen=True)
+class _Book:
+    """Matches and prices in comparable values: what a snapshot offers, or what is stored."""
+
+    matches: dict[str, MatchValues]
+    prices: dict[PriceKey, PriceValues]
 
 
 def _chunks(rows: Sequence[tuple[Any, ...]], txn: Txn, width: int) -> Iterable[Sequence[tuple[Any, ...]]]:
@@ -123,56 +157,102 @@ def _upsert(txn: Txn, table: str, columns: Sequence[str], key: Sequence[str], ro
         )
 
 
-def _match_rows(txn: Txn, snapshot: OddsSnapshot, fetched_at: Any) -> list[tuple[Any, ...]]:
-    by_id = {match.id: match for match in snapshot.matches}  # last wins: one statement may not touch a row twice
-    return [
-        (m.id, snapshot.sport, m.league, m.home, m.away, to_db_timestamp(txn, m.kickoff), m.status, fetched_at)
-        for _, m in sorted(by_id.items())
-    ]
+def _claim_feed_status(txn: Txn, snapshot: OddsSnapshot, stamp: Any) -> bool:
+    """Record this fetch in ``feed_status`` unless a newer one is stored; whether this save may go on.
 
-
-def _price_rows(txn: Txn, snapshot: OddsSnapshot, fetched_at: Any) -> list[tuple[Any, ...]]:
-    by_key = {
-        (match.id, price.market, to_db_line(price.line), price.selection): price
-        for match in snapshot.matches
-        for price in match.prices
-    }
-    return [
-        (*key, to_db_decimal(txn, price.odds), bool(price.suspended), fetched_at)
-        for key, price in sorted(by_key.items())
-    ]
-
-
-def _suspend_vanished(txn: Txn, sport: str, fetched_at: Any) -> int:
-    """Suspend this sport's not-yet-started prices that this save did not write; return how many."""
-    txn.execute(
-        "UPDATE odds SET suspended = TRUE WHERE suspended = FALSE AND updated_at < %s"
-        " AND match_id IN (SELECT id FROM matches WHERE sport = %s AND kickoff_at > %s)",
-        (fetched_at, sport, fetched_at),
+    Run first: on Postgres the upsert keeps the sport's row locked until commit (even when it does not
+    update it), so saves of one sport run one after another and each diffs against the last one's rows.
+    """
+    claimed = txn.one(
+        "INSERT INTO feed_status (sport, fetched_at, feed_ts) VALUES (%s, %s, %s)"
+        " ON CONFLICT (sport) DO UPDATE SET fetched_at = excluded.fetched_at, feed_ts = excluded.feed_ts"
+        " WHERE feed_status.fetched_at <= excluded.fetched_at RETURNING sport",
+        (snapshot.sport, stamp, int(snapshot.feed_ts)),
     )
-    return max(txn.rowcount, 0)
+    return claimed is not None
+
+
+def _offered(snapshot: OddsSnapshot) -> _Book:
+    """The snapshot's matches and prices; of duplicates the last wins (one statement may not touch a row twice)."""
+    return _Book(
+        matches={m.id: MatchValues(snapshot.sport, m.league, m.home, m.away, m.kickoff, m.status)
+                 for m in snapshot.matches},
+        prices={
+            (match.id, price.market, to_db_line(price.line), price.selection):
+                (quantize_price(price.odds), bool(price.suspended))
+            for match in snapshot.matches
+            for price in match.prices
+        },
+    )
+
+
+def _stored(txn: Txn, sport: str, since: datetime) -> _Book:
+    """The sport's stored matches kicking off at or after ``since``, with their prices (two SELECTs)."""
+    params = (sport, to_db_timestamp(txn, since))
+    matches = txn.all(
+        "SELECT id, sport, league, home, away, kickoff_at, status FROM matches WHERE sport = %s AND kickoff_at >= %s",
+        params,
+    )
+    prices = txn.all(
+        "SELECT o.match_id, o.market, o.line, o.selection, o.price, o.suspended FROM odds o"
+        " JOIN matches m ON m.id = o.match_id WHERE m.sport = %s AND m.kickoff_at >= %s",
+        params,
+    )
+    return _Book(
+        matches={r["id"]: MatchValues(r["sport"], r["league"], r["home"], r["away"],
+                                      from_db_timestamp(r["kickoff_at"]), r["status"]) for r in matches},
+        prices={(r["match_id"], r["market"], r["line"], r["selection"]): (Decimal(r["price"]), bool(r["suspended"]))
+                for r in prices},
+    )
+
+
+def _changes(offered: dict[Any, Any], stored: dict[Any, Any]) -> dict[Any, Any]:
+    """The offered entries that are new or differ from the stored ones."""
+    return {key: value for key, value in offered.items() if stored.get(key) != value}
+
+
+def _vanished(offered: _Book, stored: _Book, fetched_at: datetime) -> dict[PriceKey, PriceValues]:
+    """Stored prices on offer, of matches not kicked off at ``fetched_at``, that the snapshot no longer
+    offers, as they are to be written: suspended. A match's kickoff is the snapshot's when it has one.
+    """
+    def upcoming(match_id: str) -> bool:
+        match = offered.matches.get(match_id) or stored.matches.get(match_id)
+        return match is not None and match.kickoff > fetched_at
+
+    gone = stored.prices.keys() - offered.prices.keys()
+    return {key: (stored.prices[key][0], True) for key in gone if not stored.prices[key][1] and upcoming(key[0])}
+
+
+def _match_rows(txn: Txn, matches: dict[str, MatchValues], stamp: Any) -> list[tuple[Any, ...]]:
+    return [(match_id, sport, league, home, away, to_db_timestamp(txn, kickoff), status, stamp)
+            for match_id, (sport, league, home, away, kickoff, status) in sorted(matches.items())]
+
+
+def _price_rows(txn: Txn, prices: dict[PriceKey, PriceValues], stamp: Any) -> list[tuple[Any, ...]]:
+    return [(*key, to_db_decimal(txn, price), suspended, stamp) for key, (price, suspended) in sorted(prices.items())]
 
 
 def save_odds_txn(txn: Txn, snapshot: OddsSnapshot, fetched_at: datetime) -> SaveSummary:
-    """Save one sport's snapshot fetched at ``fetched_at`` (aware): upsert its matches and prices, suspend
-    the not-yet-started prices it no longer offers, and record the fetch in ``feed_status``.
+    """Save one sport's snapshot fetched at ``fetched_at`` (aware): record the fetch in ``feed_status``,
+    then write only the matches and prices that are new or changed, and suspend the stored prices of
+    not-yet-started matches that it no longer offers. Written rows get ``updated_at = fetched_at``, so a
+    row's ``updated_at`` is when it last changed; when the feed last confirmed it is ``feed_status``.
 
     Prices are stored to 4 decimal places; a line of ``None`` is stored as ``''``. Saving the same
-    snapshot again changes nothing; a snapshot older than what is stored never overwrites newer rows.
+    snapshot again writes no match or price row. A snapshot older than the sport's stored ``feed_status``
+    writes nothing at all.
     """
     stamp = to_db_timestamp(txn, fetched_at)
-    matches = _match_rows(txn, snapshot, stamp)
-    prices = _price_rows(txn, snapshot, stamp)
-    _upsert(txn, "matches", _MATCH_COLUMNS, ("id",), matches)
-    _upsert(txn, "odds", _ODDS_COLUMNS, ("match_id", "market", "line", "selection"), prices)
-    suspended = _suspend_vanished(txn, snapshot.sport, stamp)
-    txn.execute(
-        "INSERT INTO feed_status (sport, fetched_at, feed_ts) VALUES (%s, %s, %s)"
-        " ON CONFLICT (sport) DO UPDATE SET fetched_at = excluded.fetched_at, feed_ts = excluded.feed_ts"
-        " WHERE feed_status.fetched_at <= excluded.fetched_at",
-        (snapshot.sport, stamp, int(snapshot.feed_ts)),
-    )
-    return SaveSummary(matches=len(matches), prices=len(prices), suspended=suspended)
+    if not _claim_feed_status(txn, snapshot, stamp):
+        return SaveSummary(matches=0, prices=0, suspended=0)
+    offered = _offered(snapshot)
+    stored = _stored(txn, snapshot.sport, min([fetched_at, *(match.kickoff for match in offered.matches.values())]))
+    matches = _changes(offered.matches, stored.matches)
+    prices = _changes(offered.prices, stored.prices)
+    vanished = _vanished(offered, stored, fetched_at)
+    _upsert(txn, "matches", _MATCH_COLUMNS, ("id",), _match_rows(txn, matches, stamp))
+    _upsert(txn, "odds", _ODDS_COLUMNS, _ODDS_KEY, _price_rows(txn, {**prices, **vanished}, stamp))
+    return SaveSummary(matches=len(matches), prices=len(prices), suspended=len(vanished))
 
 
 # ---- reading odds back -------------------------------------------------------------------------

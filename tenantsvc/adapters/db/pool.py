@@ -71,20 +71,21 @@ class Txn:
         """Rows affected by the last statement."""
         return self._cursor.rowcount
 
-    def _as_dict(self, row: Any) -> dict[str, Any]:
-        names = [column[0] for column in self._cursor.description]
-        return dict(zip(names, row))
+    def _column_names(self) -> list[str]:
+        return [column[0] for column in self._cursor.description]
 
     def one(self, sql: str, params: tuple | list = ()) -> dict[str, Any] | None:
         """Run a statement and return its first row as a dict, or None."""
         self.execute(sql, params)
         row = self._cursor.fetchone()
-        return None if row is None else self._as_dict(row)
+        return None if row is None else dict(zip(self._column_names(), row))
 
     def all(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
         """Run a statement and return every row as a dict."""
         self.execute(sql, params)
-        return [self._as_dict(row) for row in self._cursor.fetchall()]
+        rows = self._cursor.fetchall()
+        names = self._column_names() if rows else []
+        return [dict(zip(names, row)) for row in rows]
 
 
 class InteractionRunner(Protocol):
