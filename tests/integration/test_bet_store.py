@@ -463,3 +463,17 @@ async def test_tenant_listings_stay_within_the_tenant(database):
     assert await run(database, bet_store.bets_by_status_txn, "nobody", "pending") is None
     assert await run(database, bet_store.bet_status_txn, "betco", bet["id"]) is None
     assert await run(database, bet_store.bet_status_txn, "acme", 999_999) is None
+
+
+def _deactivate_txn(txn: Any, table: str, where: str, value: Any) -> None:
+    txn.execute(f"UPDATE {table} SET is_active = FALSE WHERE {where} = %s", (value,))
+
+
+@pytest.mark.parametrize("table, where", [("users", "username"), ("tenants", "slug")])
+@pytest_twisted.ensureDeferred
+async def test_a_deactivated_player_or_sportsbook_cannot_bet(database, table, where):
+    users = await open_book(database)
+    await run(database, _deactivate_txn, table, where, "alice" if table == "users" else "acme")
+    rejected = await _rejection(place(database, users["alice"], home_bet(), "k1"))
+    assert rejected.code == "unknown_user"
+    assert await run(database, balance_txn, users["alice"]) == OPENING

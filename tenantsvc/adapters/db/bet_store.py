@@ -193,11 +193,12 @@ def _lock_clause(txn: Txn, of: str = "") -> str:
 def _player(txn: Txn, slug: str, user_id: int) -> dict[str, Any]:
     row = txn.one(
         "SELECT u.tenant_id, t.min_stake_cents, t.max_stake_cents, t.max_payout_cents"
-        " FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE t.slug = %s AND u.id = %s",
+        " FROM users u JOIN tenants t ON t.id = u.tenant_id"
+        " WHERE t.slug = %s AND u.id = %s AND u.is_active = TRUE AND t.is_active = TRUE",
         (slug, user_id),
     )
     if row is None:
-        raise BetRejected("unknown_user", "no such player in this sportsbook")
+        raise BetRejected("unknown_user", "no such active player in this sportsbook")
     return row
 
 
