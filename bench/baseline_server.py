@@ -19,7 +19,8 @@ Spec format::
 
 ``"chunked": true`` (optional) writes the body with ``request.write`` and no ``Content-Length``, as
 tenantsvc does for an answer that waited (an L1 miss), so ``twisted.web`` frames it with chunked
-transfer coding exactly as it did for tenantsvc. ``if_none_match`` (optional) is answered instead of the route's response when the request's
+transfer coding exactly as it did for tenantsvc; and as tenantsvc does for a 304, which carries no
+body and, unlike a ``b""`` returned from ``render``, no ``Content-Length: 0`` (RFC 9110 §8.6). ``if_none_match`` (optional) is answered instead of the route's response when the request's
 ``If-None-Match`` header equals ``etag`` byte for byte (a real server would compare too; this is the
 cheapest comparison). ``fallback`` (optional) answers every path not in ``routes`` (the 10,000-tenant
 scenarios), otherwise such paths get an empty 404. ``Server``, ``Date``, ``Content-Length``,

@@ -538,13 +538,18 @@ def capture(port: int, endpoints: list[Endpoint]) -> tuple[dict[str, RawResponse
     return captured, etag
 
 
+def written_without_length(response: RawResponse) -> bool:
+    """True when tenantsvc sent no ``Content-Length``: a chunked answer that waited (an L1 miss), or a 304."""
+    return response.header("content-length") is None
+
+
 def replay_entry(response: RawResponse) -> dict[str, Any]:
     """A captured response as a ``baseline_server.py`` spec entry."""
     return {
         "status": response.status,
         "headers": [[k, v] for k, v in response.headers if k.lower() not in AUTOMATIC_HEADERS],
         "body_b64": base64.b64encode(response.body).decode("ascii"),
-        "chunked": (response.header("transfer-encoding") or "").lower() == "chunked",
+        "chunked": written_without_length(response),
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,18 @@ class BucketPolicy:
         return self.capacity / self.refill_per_s
 
 
-@dataclass(frozen=True)
-class BucketState:
-    """Tokens held at ``updated_at`` (the latest time the bucket has seen)."""
+class BucketState(NamedTuple):
+    """Tokens held at ``updated_at`` (the latest time the bucket has seen).
+
+    ``BucketState`` and ``Decision`` are immutable named tuples rather than frozen dataclasses: one of
+    each is made per rate-limited request, and a named tuple is several times cheaper to build.
+    """
 
     tokens: float
     updated_at: float
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one request.
 
     ``remaining`` is the whole tokens left (floor); ``reset_s`` the seconds until the bucket is full again;
@@ -83,20 +86,35 @@ def refill(policy: BucketPolicy, state: BucketState, now: float) -> BucketState:
     """
     if now <= state.updated_at:
         return state
-    tokens = min(float(policy.capacity), state.tokens + (now - state.updated_at) * policy.refill_per_s)
-    return BucketState(tokens, now)
+    _, tokens, updated_at = spend(policy, state.tokens, state.updated_at, now, 0)
+    return BucketState(tokens, updated_at)
+
+
+def spend(policy: BucketPolicy, tokens: float, updated_at: float, now: float, n: int = 1) -> tuple[bool, float, float]:
+    """``take`` on plain numbers, for callers that keep a bucket as mutable fields: refill to ``now``, then
+    spend ``n`` tokens if the bucket holds them. Returns (admitted, tokens left, the bucket's time).
+
+    ``n`` is not checked here (see ``check_request_size``); ``n`` 0 only refills.
+    """
+    if now > updated_at:
+        tokens = min(float(policy.capacity), tokens + (now - updated_at) * policy.refill_per_s)
+        updated_at = now
+    if tokens >= n:
+        return True, tokens - n, updated_at
+    return False, tokens, updated_at
 
 
 def decision_for(policy: BucketPolicy, tokens: float, allowed: bool, n: int = 1) -> Decision:
     """The ``Decision`` for a bucket left holding ``tokens`` after a request for ``n`` was (or was not) admitted."""
-    tokens = min(max(tokens, 0.0), float(policy.capacity))
-    return Decision(
-        allowed=allowed,
-        limit=policy.capacity,
-        remaining=math.floor(tokens),
-        reset_s=(policy.capacity - tokens) / policy.refill_per_s,
-        retry_after_s=max(0.0, (n - tokens) / policy.refill_per_s),
-    )
+    capacity, refill_per_s = policy.capacity, policy.refill_per_s
+    if tokens < 0.0:
+        tokens = 0.0
+    elif tokens > capacity:
+        tokens = float(capacity)
+    retry_after_s = (n - tokens) / refill_per_s
+    # positional: this runs for every rate-limited request
+    return Decision(allowed, capacity, math.floor(tokens), (capacity - tokens) / refill_per_s,
+                    retry_after_s if retry_after_s > 0.0 else 0.0)
 
 
 def check_request_size(policy: BucketPolicy, n: int) -> None:
@@ -111,10 +129,9 @@ def take(policy: BucketPolicy, state: BucketState | None, now: float, n: int = 1
     ``state`` None means a new (full) bucket. A refused request spends nothing.
     """
     check_request_size(policy, n)
-    current = refill(policy, full_bucket(policy, now) if state is None else state, now)
-    allowed = current.tokens >= n
-    after = BucketState(current.tokens - n, current.updated_at) if allowed else current
-    return decision_for(policy, after.tokens, allowed, n), after
+    current = full_bucket(policy, now) if state is None else state
+    allowed, tokens, updated_at = spend(policy, current.tokens, current.updated_at, now, n)
+    return decision_for(policy, tokens, allowed, n), BucketState(tokens, updated_at)
 
 
 class TokenBucket:

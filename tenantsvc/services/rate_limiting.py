@@ -15,7 +15,7 @@ authenticated and write routes (the local limiter itself when there is no Redis)
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from eliot import MessageType, fields
@@ -23,7 +23,7 @@ from eliot import MessageType, fields
 from tenantsvc.adapters.redis import RedisClient, RedisUnavailable
 from tenantsvc.adapters.redis_rate_limiter import RedisRateLimiter
 from tenantsvc.core.rate_limits import RateLimitPolicy
-from tenantsvc.core.token_bucket import BucketState, Decision, take
+from tenantsvc.core.token_bucket import Decision, check_request_size, decision_for, spend
 from tenantsvc.obs.metrics import Metrics
 
 ALLOWED, LIMITED, FAIL_OPEN = "allowed", "limited", "fail_open"
@@ -51,10 +51,15 @@ def outcome_of(decision: Decision) -> str:
     return ALLOWED if decision.allowed else LIMITED
 
 
-@dataclass
 class _Bucket:
-    state: BucketState
-    full_at: float  # from then on the bucket is full: forgetting it changes nothing
+    """One bucket's state, updated in place (one per key: no allocation per request)."""
+
+    __slots__ = ("tokens", "updated_at", "full_at")
+
+    def __init__(self, tokens: float, updated_at: float):
+        self.tokens = tokens
+        self.updated_at = updated_at
+        self.full_at = updated_at  # from then on the bucket is full: forgetting it changes nothing
 
 
 class LocalRateLimiter:
@@ -73,17 +78,30 @@ class LocalRateLimiter:
         return len(self._buckets)
 
     def check(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
-        """Spend ``n`` tokens from bucket ``key`` if it holds them (synchronous: for the public hot path)."""
+        """Spend ``n`` tokens from bucket ``key`` if it holds them (synchronous: for the public hot path).
+
+        One bucket object per key, updated in place: no allocation per request but the ``Decision``.
+        """
+        bucket_policy = policy.bucket
+        if n.__class__ is not int or n != 1:  # 1 always fits (capacity >= 1): skip the check on hot paths
+            check_request_size(bucket_policy, n)
         now = self._clock.seconds()
-        self._forget_idle(now)
-        previous = self._buckets.get(key)
-        decision, state = take(policy.bucket, None if previous is None else previous.state, now, n)
-        self._buckets[key] = _Bucket(state, now + decision.reset_s)
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
+        buckets = self._buckets
+        bucket = buckets.pop(key, None)  # out of the way of the forgetting: it is about to be used
+        if buckets and next(iter(buckets.values())).full_at <= now:
+            self._forget_idle(now)
+        if bucket is None:
+            bucket = _Bucket(float(bucket_policy.capacity), now)
+        elif bucket.full_at <= now:  # full again: as if forgotten and made anew, without the allocation
+            bucket.tokens, bucket.updated_at = float(bucket_policy.capacity), now
+        buckets[key] = bucket  # now the most recently used
+        if len(buckets) > self._max_keys:  # one bucket added at most, so one out at most
+            buckets.popitem(last=False)
+        allowed, bucket.tokens, bucket.updated_at = spend(bucket_policy, bucket.tokens, bucket.updated_at, now, n)
+        decision = decision_for(bucket_policy, bucket.tokens, allowed, n)
+        bucket.full_at = now + decision.reset_s
         if self._metrics is not None:
-            self._metrics.record_rate_limit(policy.endpoint_class, outcome_of(decision))
+            self._metrics.record_rate_limit(policy.endpoint_class, ALLOWED if allowed else LIMITED)
         return decision
 
     async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
@@ -126,7 +144,7 @@ class FallbackRateLimiter:
             if not self.failing_open:
                 FAIL_OPEN_STARTED.log(error=str(error))
             self.fail_open_decisions += 1
-            decision = replace(self._fallback.check(key, policy, n), fail_open=True)
+            decision = self._fallback.check(key, policy, n)._replace(fail_open=True)
         else:
             if self.failing_open:
                 FAIL_OPEN_ENDED.log(decisions=self.fail_open_decisions)

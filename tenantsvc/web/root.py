@@ -17,10 +17,11 @@ from zope.interface import implementer
 
 from tenantsvc.core.ids import choose_ids
 from tenantsvc.core.tenants import is_valid_slug
-from tenantsvc.obs.metrics import NO_TENANT, UNKNOWN_TENANT, Metrics
+from tenantsvc.obs.metrics import KNOWN_METHODS, NO_TENANT, UNKNOWN_TENANT, Metrics
 from tenantsvc.web.errors import ApiError, internal_error, render_api_error
 from tenantsvc.web.plain import Handler
 from tenantsvc.web.public_theme import is_public_theme_path
+from tenantsvc.web.request import canonical_header, request_header, set_response_headers
 
 HTTP_REQUEST = ActionType(
     "tenantsvc:http:request",
@@ -33,8 +34,36 @@ MAX_LOGGED_PATH = 512
 
 
 
-def _new_id() -> str:
-    return os.urandom(16).hex()
+class RandomIds:
+    """New ids: 32 hex digits (128 bits from ``os.urandom``) each, drawn ``batch`` at a time.
+
+    Every request without usable inbound ids needs two; one system call per ``batch`` ids instead of
+    one per id. The bytes are the same CSPRNG output as before.
+    """
+
+    def __init__(self, batch: int = 64):
+        self._batch = batch
+        self._ready: list[str] = []
+
+    def __call__(self) -> str:
+        """The next id."""
+        ready = self._ready
+        if not ready:
+            digits = os.urandom(16 * self._batch).hex()
+            ready.extend(digits[start:start + 32] for start in range(0, len(digits), 32))
+        return ready.pop()
+
+    def forget(self) -> None:
+        """Drop the ids drawn but not handed out (in a forked child, so it never repeats its parent's)."""
+        self._ready.clear()
+
+
+new_id = RandomIds()
+os.register_at_fork(after_in_child=new_id.forget)
+X_CORRELATION_ID, X_REQUEST_ID, TRACEPARENT = (
+    canonical_header(name) for name in (b"X-Correlation-ID", b"X-Request-ID", b"traceparent"))
+_NO_INBOUND_IDS = (None, None, None)
+_METHOD_NAMES = {name.encode("ascii"): name for name in KNOWN_METHODS}  # skips a decode per request
 
 
 @implementer(IResource)
@@ -62,6 +91,7 @@ class RootResource:
         tenant_api: IResource,
         access_log_sample_rate: float = 1.0,
         random: Callable[[], float] = _random.random,
+        new_id: Callable[[], str] = new_id,
     ):
         self._clock = clock
         self._metrics = metrics
@@ -72,6 +102,7 @@ class RootResource:
         self._tenant_api = tenant_api
         self._sample_rate = access_log_sample_rate
         self._random = random
+        self._new_id = new_id
         self.in_flight = 0
 
     # IResource plumbing: this resource has no children.
@@ -86,28 +117,35 @@ class RootResource:
     def render(self, request: Any) -> Any:
         """Frame the request, dispatch it, and record metrics and the log task when it finishes."""
         request.started_at = self._clock.seconds()
-        correlation_id, request_id = choose_ids(
-            _header(request, b"x-correlation-id"), _header(request, b"x-request-id"),
-            _header(request, b"traceparent"), _new_id,
-        )
+        correlation_id, request_id = self._choose_ids(request)
         request.correlation_id, request.request_id = correlation_id, request_id
-        request.setHeader(b"X-Correlation-ID", correlation_id.encode("ascii"))
-        request.setHeader(b"X-Request-ID", request_id.encode("ascii"))
+        # Both ids are [A-Za-z0-9._-] (checked by choose_ids), so safe to set without twisted's checks.
+        set_response_headers(request, ((X_CORRELATION_ID, correlation_id.encode("ascii")),
+                                       (X_REQUEST_ID, request_id.encode("ascii"))))
         segments = request.postpath
         first = segments[0] if segments else b""
-        fast_path = first in self._operational or is_public_theme_path(segments)
-        request.tenant_label = self._tenant_label(first, fast_path)
+        theme = is_public_theme_path(segments)
+        fast_path = theme or first in self._operational
+        slug = first.decode("latin-1")
+        request.tenant_label = self._tenant_label(first, slug, fast_path)
         self.in_flight += 1
         request.on_finished = self._finished
         if not fast_path or self._random() < self._sample_rate:
             task = self._start_task(request)
             with task.context():
-                return self._render_safely(request, segments, first)
-        return self._render_safely(request, segments, first)
+                return self._render_safely(request, segments, first, slug, theme)
+        return self._render_safely(request, segments, first, slug, theme)
 
-    def _render_safely(self, request: Any, segments: list[bytes], first: bytes) -> Any:
+    def _choose_ids(self, request: Any) -> tuple[str, str]:
+        inbound = (request_header(request, X_CORRELATION_ID), request_header(request, X_REQUEST_ID),
+                   request_header(request, TRACEPARENT))
+        if inbound == _NO_INBOUND_IDS:  # most requests: two new ids, no parsing
+            return self._new_id(), self._new_id()
+        return choose_ids(*(None if value is None else value.decode("latin-1") for value in inbound), self._new_id)
+
+    def _render_safely(self, request: Any, segments: list[bytes], first: bytes, slug: str, theme: bool) -> Any:
         try:
-            return self._dispatch(request, segments, first)
+            return self._dispatch(request, segments, first, slug, theme)
         except ApiError as error:
             return render_api_error(request, error)
         except Exception:
@@ -125,13 +163,12 @@ class RootResource:
         request.log_task = task
         return task
 
-    def _tenant_label(self, first: bytes, fast_path: bool) -> str:
+    def _tenant_label(self, first: bytes, slug: str, fast_path: bool) -> str:
         if not first or first == b"admin" or (fast_path and first in self._operational):
             return NO_TENANT
-        slug = first.decode("latin-1")
         return slug if self._is_known_tenant(slug) else UNKNOWN_TENANT
 
-    def _dispatch(self, request: Any, segments: list[bytes], first: bytes) -> Any:
+    def _dispatch(self, request: Any, segments: list[bytes], first: bytes, slug: str, theme: bool) -> Any:
         operational = self._operational.get(first)
         if operational is not None:
             return operational(request, segments)
@@ -139,17 +176,18 @@ class RootResource:
             raise ApiError(413, "body_too_large", f"request body exceeds {request.max_body_bytes} bytes")
         if first == b"admin":
             return self._admin.render(request)
-        if not is_valid_slug(first.decode("latin-1")):
+        if not is_valid_slug(slug):
             raise ApiError(404, "not_found", "no such tenant or route")
-        if is_public_theme_path(segments):
+        if theme:
             return self._public_theme(request, segments)
         return self._tenant_api.render(request)
 
     def _finished(self, request: Any, completed: bool) -> None:
         self.in_flight -= 1
         status = request.code if completed else 499  # 499: the client went away first
-        self._metrics.record_request(request.method.decode("latin-1"), request.endpoint_label, status,
-                                     request.tenant_label, self._clock.seconds() - request.started_at)
+        method = _METHOD_NAMES.get(request.method) or request.method.decode("latin-1")
+        self._metrics.record_request(method, request.endpoint_label, status, request.tenant_label,
+                                     self._clock.seconds() - request.started_at)
         task = request.log_task
         if task is None:
             if status < 500:
@@ -159,7 +197,3 @@ class RootResource:
             task.addSuccessFields(status=status, user_id=request.user_id)
             task.finish()
 
-
-def _header(request: Any, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None

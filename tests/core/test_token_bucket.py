@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tenantsvc.core.token_bucket import (
-    BucketPolicy, BucketState, Decision, TokenBucket, decision_for, full_bucket, refill, take,
+    BucketPolicy, BucketState, Decision, TokenBucket, decision_for, full_bucket, refill, spend, take,
 )
 
 EPSILON = 1e-6
@@ -150,3 +150,24 @@ def test_going_back_in_time_mints_no_tokens(policy, tokens, updated_at, now):
 def test_full_bucket_is_what_a_new_key_starts_with():
     policy = BucketPolicy(capacity=7, refill_per_s=1.0)
     assert take(policy, None, 5.0) == take(policy, full_bucket(policy, 5.0), 5.0)
+
+
+def test_decisions_and_states_are_immutable_values():
+    decision, state = take(BucketPolicy(capacity=5, refill_per_s=1.0), None, 0.0)
+    with pytest.raises(AttributeError):
+        decision.allowed = False  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        state.tokens = 5.0  # type: ignore[misc]
+    assert decision._replace(fail_open=True) == Decision(True, 5, 4, 1.0, 0.0, fail_open=True)
+
+
+@given(policy_and_requests(monotonic=False))
+def test_spend_on_plain_numbers_is_take(case):
+    # LocalRateLimiter keeps its buckets as mutable numbers and calls spend(); the Redis Lua script and
+    # everything else use take(). Both must decide identically.
+    policy, requests = case
+    tokens, updated_at = float(policy.capacity), requests[0][0]
+    for (decision, state), (now, n) in zip(run(policy, requests), requests):
+        allowed, tokens, updated_at = spend(policy, tokens, updated_at, now, n)
+        assert (allowed, tokens, updated_at) == (decision.allowed, state.tokens, state.updated_at)
+        assert decision_for(policy, tokens, allowed, n) == decision

@@ -305,3 +305,22 @@ async def test_redis_down_fails_open_counted_then_the_shared_limit_returns(redis
     third = bucket_key("third", AUTH)
     again = [await limiter.hit(third, SLOW) for _ in range(4) for limiter in (one, two)]
     assert [d.allowed for d in again] == [True] * 5 + [False] * 3 and not any(d.fail_open for d in again)
+
+
+def test_a_local_bucket_full_again_answers_as_a_new_one_even_after_a_clock_step_back():
+    local = LocalEnv()
+    for _ in range(5):
+        local.limiter.check(KEY, SLOW)
+    local.clock.advance(-10)  # the clock steps back: the bucket keeps its own (later) time
+    assert not local.limiter.check(KEY, SLOW).allowed  # time going back mints nothing
+    local.clock.advance(20)  # past the moment it would be full: as a new bucket, whatever its own time said
+    assert local.limiter.check(KEY, SLOW).remaining == 4
+    assert len(local.limiter) == 1
+
+
+def test_local_check_refuses_a_request_size_that_is_not_a_whole_number_of_tokens():
+    local = LocalEnv()
+    for size in (True, 1.0, 0, 6):
+        with pytest.raises(ValueError):
+            local.limiter.check(KEY, SLOW, size)
+    assert len(local.limiter) == 0  # nothing remembered for a refused size

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.testing import StringTransport
 
 from tenantsvc.adapters.db import tenant_store
+from tenantsvc.web.request import canonical_header
 from tests.support.web_harness import WebHarness, fired
 from tests.web.theme_samples import CUSTOM_THEME, DEFAULT_THEME
 
@@ -164,3 +168,65 @@ def test_head_gets_the_headers_without_the_body(acme):
                                   "/acme/api/public"])
 def test_near_miss_paths_are_not_the_theme(acme, path):
     assert acme.get(path).status == 404
+
+
+def raw_exchange(harness: WebHarness, request: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Send ``request`` bytes to the real Site over an in-memory connection; (status line, headers, body)."""
+    transport = StringTransport()
+    channel = harness.components.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    channel.makeConnection(transport)
+    channel.dataReceived(request)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    return status, dict(line.split(b": ", 1) for line in lines), body
+
+
+def raw_get(harness: WebHarness, path: str, *headers: bytes, method: bytes = b"GET") -> tuple:
+    """``raw_exchange`` of a keep-alive request for ``path`` with extra header lines."""
+    return raw_exchange(harness, method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                        + b"".join(header + b"\r\n" for header in headers) + b"\r\n")
+
+
+def test_a_200_states_its_length_and_a_304_states_none(acme):
+    # On the wire (an HTTP client hides Content-Length). RFC 9110 §8.6: a 304 may only repeat the 200's
+    # Content-Length; twisted.web writes 0 for an empty body returned from render.
+    status, headers, body = raw_get(acme, ACME)
+    assert status == b"HTTP/1.1 200 OK" and headers[b"Content-Length"] == str(len(body)).encode()
+    status, revalidated, body = raw_get(acme, ACME, b"If-None-Match: " + headers[b"ETag"])
+    assert status == b"HTTP/1.1 304 Not Modified" and body == b""
+    assert b"Content-Length" not in revalidated and b"Content-Type" not in revalidated
+    assert b"Transfer-Encoding" not in revalidated
+    assert revalidated[b"ETag"] == headers[b"ETag"] and revalidated[b"Cache-Status"] == headers[b"Cache-Status"]
+
+
+def test_head_states_the_length_of_the_body_it_leaves_out(acme):
+    _, get, body = raw_get(acme, ACME)
+    status, head, nothing = raw_get(acme, ACME, method=b"HEAD")
+    assert status == b"HTTP/1.1 200 OK" and nothing == b""
+    assert head[b"Content-Length"] == get[b"Content-Length"] == str(len(body)).encode()
+
+
+def test_an_answer_that_waited_for_the_cache_states_its_length_too(make_harness):
+    harness = make_harness(warm=False)
+    harness.pool.pause()
+    _, headers, body = raw_get(harness, "/anyone/api/public/load-theme")  # an L1 miss: written after the lookup
+    assert headers[b"Content-Length"] == str(len(body)).encode() and b"Transfer-Encoding" not in headers
+    assert json.loads(body) == DEFAULT_THEME
+
+
+def test_the_wire_names_of_the_fast_path_headers_are_twisted_web_s_own(acme):
+    _, headers, _ = raw_get(acme, ACME)
+    names = [name for name in headers if name not in (b"Server", b"Date")]
+    assert names == [canonical_header(name) for name in names]
+    assert names[:2] == [b"X-Correlation-Id", b"X-Request-Id"] and b"Ratelimit" in names
+
+
+def test_a_rate_limited_answer_still_revalidates(make_harness):
+    harness = make_harness(env={"RATE_LIMIT_PUBLIC": "1/0.001"})
+    harness.create_tenant("acme")
+    etag = harness.get("/acme/api/public/load-theme").header("ETag")
+    limited = harness.get("/acme/api/public/load-theme", headers={"If-None-Match": etag})
+    assert limited.header("X-Rate-Limited") == "true"
+    assert limited.status == 304
+    assert limited.header("Cache-Control") == "public, max-age=30, stale-while-revalidate=60"
+    assert limited.header("X-Rate-Limit-Remaining") == "0"
