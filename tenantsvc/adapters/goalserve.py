@@ -149,6 +149,7 @@ class _LimitedBody(protocol.Protocol):
         self._size = 0
 
     def dataReceived(self, data: bytes) -> None:
+        """Keep a chunk of the body, or give up once the body is larger than the limit."""
         if self.finished.called:
             return
         self._size += len(data)
@@ -159,6 +160,7 @@ class _LimitedBody(protocol.Protocol):
         self._chunks.append(data)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        """The body is complete (or the connection broke): deliver the bytes or the failure."""
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):  # PotentialDataLoss: a body ended by closing
