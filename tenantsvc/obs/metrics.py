@@ -2,13 +2,26 @@
 
 Label values are always bounded: the route template rather than the raw path, a tenant label only for
 tenants that exist, a fixed set of methods.
+
+The metrics updated on every request of the public theme path (``http_request_duration_seconds``, the
+branding cache counters, ``ratelimit_decisions_total``) are ``PlainHistogram``/``PlainCounter``: plain
+numbers updated with no lock and rendered by a collector at scrape time, exactly as prometheus_client's
+``Histogram``/``Counter`` would render them (names, help, labels, buckets, ``_created``), at a fraction of
+the cost per update. They are only updated and collected on the reactor thread (``/metrics`` is rendered
+there too), so they need no lock; anything updated from another thread stays a prometheus_client metric.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import time
+from bisect import bisect_left
+from typing import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 from tenantsvc.obs.request_counters import RequestCounters
 
@@ -22,6 +35,153 @@ DB_BUCKETS = (0.0005,) + LATENCY_BUCKETS  # a healthy pool hands out connections
 FEED_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)  # a feed poll: fetch, parse, save
 
 
+def _created_series_enabled() -> bool:
+    """Whether prometheus_client exports ``_created`` samples (``PROMETHEUS_DISABLE_CREATED_SERIES``)."""
+    return prometheus_metrics._use_created
+
+
+class _PlainFamily(Collector):
+    """What ``PlainCounter`` and ``PlainHistogram`` share: a name, help text, label names and a registry."""
+
+    _type = ""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry):
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        registry.register(self)
+
+    def _label_key(self, labelvalues: tuple[object, ...]) -> tuple[str, ...]:
+        if len(labelvalues) != len(self._labelnames):
+            raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {labelvalues!r}")
+        return tuple(str(value) for value in labelvalues)
+
+    def _family(self) -> Metric:
+        return Metric(self._name, self._documentation, self._type)
+
+    def describe(self) -> list[Metric]:
+        """The family without samples, so the registry refuses another metric of the same name."""
+        return [self._family()]
+
+
+class PlainCounterSeries:
+    """One counter series: a plain number, no lock (reactor thread only)."""
+
+    __slots__ = ("value", "created")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (never negative, as for a prometheus ``Counter``)."""
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class PlainCounter(_PlainFamily):
+    """A labelled counter rendered exactly like prometheus_client's ``Counter`` (``_total`` and ``_created``).
+
+    ``labels(...)`` returns a ``PlainCounterSeries`` with ``inc()``, as ``Counter.labels`` returns a child;
+    the series exists (at 0) from that call on. Updated and collected on the reactor thread only.
+    """
+
+    _type = "counter"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry):
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
+        self._series: dict[tuple[str, ...], PlainCounterSeries] = {}
+
+    def labels(self, *labelvalues: object) -> PlainCounterSeries:
+        """The series with these label values (created at 0 on first use)."""
+        key = self._label_key(labelvalues)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = PlainCounterSeries()
+        return series
+
+    def collect(self) -> list[Metric]:
+        """The family with every series, in the order the series were created."""
+        family = self._family()
+        total, created = self._name + "_total", self._name + "_created"
+        with_created = _created_series_enabled()
+        for key, series in list(self._series.items()):
+            labels = dict(zip(self._labelnames, key))
+            family.add_sample(total, labels, series.value)
+            if with_created:
+                family.add_sample(created, labels, series.created)
+        return [family]
+
+
+class PlainHistogramSeries:
+    """One histogram series: a count per bucket (not cumulative) and a sum, no lock (reactor thread only)."""
+
+    __slots__ = ("counts", "sum", "created", "_bounds")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+        self._bounds = bounds
+
+    def observe(self, amount: float) -> None:
+        """Count ``amount`` in the first bucket whose upper bound is >= it, as ``Histogram.observe`` does."""
+        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.sum += amount
+
+
+class PlainHistogram(_PlainFamily):
+    """A labelled histogram rendered exactly like prometheus_client's ``Histogram``
+    (``_bucket`` with ``le``, ``_count``, ``_sum``, ``_created``).
+
+    ``labels(...)`` returns a ``PlainHistogramSeries`` with ``observe()``. ``buckets`` are the upper bounds
+    without ``+Inf``, which is added. Updated and collected on the reactor thread only.
+    """
+
+    _type = "histogram"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry, *,
+                 buckets: Sequence[float]):
+        bounds = [float(bound) for bound in buckets]
+        if bounds != sorted(bounds) or not bounds:
+            raise ValueError(f"{name}: buckets must be given in increasing order")
+        super().__init__(name, documentation, labelnames, registry)
+        self._bounds = tuple(bounds) if bounds[-1] == INF else (*bounds, INF)
+        self._le = tuple(floatToGoString(bound) for bound in self._bounds)
+        self._series: dict[tuple[str, ...], PlainHistogramSeries] = {}
+
+    def labels(self, *labelvalues: object) -> PlainHistogramSeries:
+        """The series with these label values (created empty on first use)."""
+        key = self._label_key(labelvalues)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = PlainHistogramSeries(self._bounds)
+        return series
+
+    def collect(self) -> list[Metric]:
+        """The family with every series, in the order the series were created."""
+        family = self._family()
+        with_created = _created_series_enabled()
+        for key, series in list(self._series.items()):
+            labels = dict(zip(self._labelnames, key))
+            self._add_series(family, labels, series, with_created)
+        return [family]
+
+    def _add_series(self, family: Metric, labels: dict[str, str], series: PlainHistogramSeries,
+                    with_created: bool) -> None:
+        name = self._name
+        cumulative = 0.0
+        for le, count in zip(self._le, list(series.counts)):
+            cumulative += count
+            family.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
+        family.add_sample(name + "_count", labels, cumulative)
+        if self._bounds[0] >= 0:
+            family.add_sample(name + "_sum", labels, series.sum)
+        if with_created:
+            family.add_sample(name + "_created", labels, series.created)
+
+
 class Metrics:
     """Every metric the service exports, created once per process on one registry."""
 
@@ -30,9 +190,9 @@ class Metrics:
         self.process_type = process_type
         self.requests = RequestCounters()
         registry.register(self.requests)
-        self.http_duration = Histogram(
+        self.http_duration = PlainHistogram(
             "http_request_duration_seconds", "HTTP request duration by method and route template.",
-            ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["method", "endpoint"], registry, buckets=LATENCY_BUCKETS,
         )
         self.db_pool_usage = Gauge(
             "db_pool_usage_percent", "Pool connections in use, as a percentage of the pool ceiling.",
@@ -55,12 +215,13 @@ class Metrics:
             "worker_last_success_timestamp_seconds", "Unix time of each worker's last successful tick.",
             ["worker"], registry=registry,
         )
-        self.cache_hits = Counter("cache_hits_total", "In-process cache hits (fresh or stale).", ["cache"],
-                                  registry=registry)
-        self.cache_misses = Counter("cache_misses_total", "In-process cache misses.", ["cache"], registry=registry)
-        self.cache_responses = Counter(
+        # Counted on every public theme request: plain numbers, rendered at scrape time.
+        self.cache_hits = PlainCounter("cache_hits_total", "In-process cache hits (fresh or stale).", ["cache"],
+                                       registry)
+        self.cache_misses = PlainCounter("cache_misses_total", "In-process cache misses.", ["cache"], registry)
+        self.cache_responses = PlainCounter(
             "cache_responses_total", "Cached answers by result (fresh, stale, default).", ["cache", "result"],
-            registry=registry,
+            registry,
         )
         self.cache_entries = Gauge("cache_entries", "Entries held in the in-process cache.", ["cache"],
                                    registry=registry)
@@ -117,11 +278,11 @@ class Metrics:
             ["breaker_name", "request_class"], registry=registry,
         )
         # Players (issue 5): rate limits and the session store. ``endpoint_class`` and ``op`` are constants.
-        self.ratelimit_decisions = Counter(
+        self.ratelimit_decisions = PlainCounter(  # on every public request: a plain number
             "ratelimit_decisions_total",
             "Rate-limit decisions by endpoint class and outcome (allowed, limited, or fail_open: Redis was "
             "unreachable and the in-process bucket decided).",
-            ["endpoint_class", "outcome"], registry=registry,
+            ["endpoint_class", "outcome"], registry,
         )
         self.session_store_operations = Counter(
             "session_store_operations_total", "Session store operations by operation and outcome (ok, error).",

@@ -141,6 +141,7 @@ class ThemeCache:
             on_shared=metrics.singleflight_shared.labels("branding_refresh").inc)
         self._l2_reads: SingleFlight[CachedTheme | None] = SingleFlight(
             on_shared=metrics.singleflight_shared.labels("branding_l2_read").inc)
+        # Plain-number counters (obs.metrics.PlainCounter): updated here on the reactor thread only, no lock.
         self._hits = metrics.cache_hits.labels("branding")
         self._misses = metrics.cache_misses.labels("branding")
         self._responses = {result: metrics.cache_responses.labels("branding", result)

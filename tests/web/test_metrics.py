@@ -131,3 +131,31 @@ def test_pool_gauges_show_interactions_waiting_for_a_connection(harness):
     harness.pool.resume()
     assert harness.finish(pending).status == 200
     assert value(harness, "db_pool_waiting_connections", process_type="web") == 0.0
+
+
+def test_theme_hits_are_counted_in_the_cache_rate_limit_and_duration_families(harness):
+    harness.create_tenant("acme")
+    for _ in range(3):
+        assert harness.get("/acme/api/public/load-theme").status == 200
+    families = scrape(harness)
+    for counter in ("cache_hits", "cache_misses", "cache_responses", "ratelimit_decisions"):
+        assert families[counter].type == "counter"
+    answered = sum(samples(harness, "cache_responses_total").values())
+    assert answered == 3.0
+    assert (value(harness, "cache_hits_total", cache="branding")
+            + value(harness, "cache_misses_total", cache="branding")) == 3.0
+    assert value(harness, "ratelimit_decisions_total", endpoint_class="public", outcome="allowed") == 3.0
+
+
+def test_the_duration_histogram_is_cumulative_and_ends_at_its_count(harness):
+    harness.create_tenant("acme")
+    for _ in range(4):
+        harness.get("/acme/api/public/load-theme")
+    family = scrape(harness)["http_request_duration_seconds"]
+    buckets = [(sample.labels["le"], sample.value) for sample in family.samples
+               if sample.name.endswith("_bucket") and sample.labels["endpoint"] == LOAD_THEME]
+    counts = [count for _, count in buckets]
+    assert [le for le, _ in buckets][-1] == "+Inf" and len(buckets) == 14
+    assert counts == sorted(counts)
+    assert counts[-1] == value(harness, "http_request_duration_seconds_count", method="GET", endpoint=LOAD_THEME) == 4.0
+    assert value(harness, "http_request_duration_seconds_sum", method="GET", endpoint=LOAD_THEME) >= 0.0
