@@ -116,7 +116,7 @@ class Settings:
     theme_cache_max_entries: int = 10_000
     theme_l2_timeout_s: float = 0.05
     theme_warm_interval_s: float = 300.0
-    access_log_sample_rate: float = 0.01
+    access_log_sample_rate: float = 0.001
     pgbouncer_admin_url: str | None = field(default=None, repr=False)
     rate_limits: Mapping[str, str] = field(default_factory=dict)
     session_absolute_lifetime_s: float = 7 * 86400.0
@@ -440,7 +440,7 @@ def load_settings(
         theme_cache_max_entries=_int(env, "THEME_CACHE_MAX_ENTRIES", 10_000, 10, 10_000_000),
         theme_l2_timeout_s=_duration_ms(env, "THEME_L2_TIMEOUT", 50) / 1000.0 or _too_small("THEME_L2_TIMEOUT"),
         theme_warm_interval_s=_seconds(env, "THEME_WARM_INTERVAL", 300.0, 5.0, 86400.0),
-        access_log_sample_rate=_fraction(env, "ACCESS_LOG_SAMPLE_RATE", 0.01),
+        access_log_sample_rate=_fraction(env, "ACCESS_LOG_SAMPLE_RATE", 0.001),
         pgbouncer_admin_url=_pgbouncer_admin_url(env.get("PGBOUNCER_ADMIN_URL")),
         rate_limits=_rate_limits(env),
         session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),

@@ -122,7 +122,8 @@ def _prepare(request: Any, answer: ThemeAnswer, content_type: tuple[bytes, bytes
     set_response_headers(request, ((CACHE_CONTROL, answer.cache_control), (ETAG, answer.etag),
                                    (CACHE_STATUS, answer.cache_status)))
     if_none_match = request_header(request, IF_NONE_MATCH)
-    if if_none_match is not None and not_modified(if_none_match.decode("latin-1"), answer.etag_text):
+    if if_none_match is not None and (if_none_match == answer.etag  # what browsers send back: no parsing
+                                      or not_modified(if_none_match.decode("latin-1"), answer.etag_text)):
         request.setResponseCode(304)
         return b""
     body = answer.body
