@@ -354,6 +354,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
 
     build_web(components, reactor, odds_feed=workers.odds.describe if workers.odds is not None else None)
     top.before_stop.append(components.readiness.start_draining)
+    top.before_stop.append(components.themes.stop)
     WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
                readiness=components.readiness, warmed=warmed).setServiceParent(top)
     if settings.serves_web:

@@ -25,31 +25,27 @@ from tenantsvc.adapters.redis import KeyValueStore, RedisUnavailable
 from tenantsvc.core.http_cache import strong_etag
 from tenantsvc.core.theme import DEFAULT_THEME, Theme
 from tenantsvc.core.theme_cache_rules import (
-    EXPIRED, FRESH, STALE, CachedTheme, CacheWindows, decode_l2, encode_l2, freshness,
+    FRESH, STALE, CachedTheme, CacheWindows, decode_l2, encode_l2, freshness,
 )
 from tenantsvc.core.theme_css import render_theme_css
 from tenantsvc.obs.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.singleflight import SingleFlight
+from tenantsvc.services.theme_publisher import INVALIDATION_CHANNEL, L2_TTL_MS, ThemePublisher, l2_key
+
+__all__ = ["INVALIDATION_CHANNEL", "L2_TTL_MS", "ThemeCache", "ThemeCacheSettings", "l2_key", "lock_key"]
 
 STALE_IF_ERROR_S = 86_400
 DEGRADED_CACHE_CONTROL = b"public, max-age=60, stale-while-revalidate=30"
-L2_TTL_MS = 3_600_000
 LOCK_TTL_MS = 15_000  # longer than REFRESH_TIMEOUT_S, so a lock never expires under a live refresh
 REFRESH_TIMEOUT_S = 5.0
 WARM_BATCH = 500
-INVALIDATION_CHANNEL = "branding:invalidate"
 JSON, CSS = "json", "css"
 
 REFRESH = ActionType("tenantsvc:themes:refresh", fields(tenant=str, trigger_correlation_id=str), fields(outcome=str),
                      "Reload one tenant's theme from the DB into L1/L2 (background).")
 WARM = ActionType("tenantsvc:themes:warm", [], fields(tenants=int), "Load every tenant's theme into L1/L2.")
-
-
-def l2_key(slug: str) -> str:
-    """The Redis key of a tenant's cached theme."""
-    return f"branding:{slug}"
 
 
 def lock_key(slug: str) -> str:
@@ -130,6 +126,7 @@ class ThemeCache:
         self._registry = registry
         self._metrics = metrics
         self._l2 = l2
+        self._publisher = ThemePublisher(l2, clock, metrics) if l2 is not None else None
         self._settings = settings
         self._new_token = new_token
         self._l1: OrderedDict[str, RenderedTheme] = OrderedDict()
@@ -292,14 +289,13 @@ class ThemeCache:
         entry = CachedTheme(slug=slug, theme=theme, fetched_at=self._clock.seconds() if read_at is None else read_at)
         self._install(entry)
         self._registry.add(slug)
-        if self._l2 is None:
-            return
-        value = encode_l2(entry)
-        try:
-            if await self._l2.set_if_newer(l2_key(slug), value, entry.fetched_at, px=L2_TTL_MS):
-                await self._l2.publish(INVALIDATION_CHANNEL, value)
-        except RedisUnavailable:
-            self._metrics.cache_l2.labels("branding", "set", "error").inc()
+        if self._publisher is not None:
+            await self._publisher.publish(entry)
+
+    def stop(self) -> None:
+        """At shutdown: stop retrying theme writes Redis refused (the database has them; peers refresh at TTL)."""
+        if self._publisher is not None:
+            self._publisher.stop()
 
     def on_invalidation(self, payload: str) -> None:
         """A message from another instance: install the theme it carries (newest wins)."""
