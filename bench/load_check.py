@@ -76,12 +76,9 @@ import re
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -91,7 +88,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import Children, _raise_interrupt, free_port  # noqa: E402 - the shared process helpers
+from theme_bench import BenchError, Children, free_port, run_guarded, write_results  # noqa: E402 - shared helpers
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -128,10 +125,6 @@ GIL_SWITCH_INTERVAL_S = 0.005  # CPython's default sys.getswitchinterval(); the 
 DEFAULT_MIX = "theme=50,read=35,credit=12,theme_put=3"
 # Interactions the load causes, and what each one runs (the service's own functions; see SqlProbe).
 LOAD_INTERACTIONS = ("get_balance", "credit_wallet", "save_theme", "refresh_theme")
-
-
-class BenchError(RuntimeError):
-    """The check cannot go on (a server did not start, seeding failed, …); the message says why."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1183,39 +1176,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the check, print the report, write the JSON; children and Postgres are always stopped."""
     args = parse_args(argv)
-    children = Children()
-    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
-    workdir = Path(tempfile.mkdtemp(prefix="load-check-"))
-    try:
+
+    def run(children: Children, workdir: Path) -> int:
         document = check(args, children, workdir)
         print_report(document)
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        stamp = document["measured_at"].replace("-", "").replace(":", "")
-        target = args.results_dir / f"load-check-{stamp}.json"
-        target.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"results written to {target}")
+        write_results(document, args.results_dir, "load-check")
         checks = document["checks"]
         failed = (not checks["pool_usage"]["met"] or not checks["no_5xx"]["met"]
                   or any(c["met"] is False for c in checks["hold_vs_sql"].values()))
         return 3 if failed and args.strict else 0
-    except BenchError as error:
-        sys.stderr.write(f"load_check: {error}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("load_check: interrupted; stopping children\n")
-        return 130
-    finally:
-        for sig in stop_signals:  # a second Ctrl-C must not cut the clean-up short (it is bounded)
-            signal.signal(sig, signal.SIG_IGN)
-        children.stop_all()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if args.keep_temp:
-            print(f"temporary files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
+    return run_guarded("load_check", args.keep_temp, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1505,28 +1505,23 @@ def print_report(document: dict[str, Any]) -> None:
                       f"(goal {c['goal']}) — {'met' if c['met'] else '[!] NOT MET'}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the report, write the JSON; children are always stopped."""
-    args = parse_args(argv)
+def run_guarded(name: str, keep_temp: bool, body: Callable[[Children, Path], int]) -> int:
+    """Run ``body(children, workdir)`` for the script ``name``; whatever happens, stop the children it
+    started and remove ``workdir`` (unless ``keep_temp``). SIGINT/SIGTERM/SIGHUP interrupt it (exit 130);
+    a ``BenchError`` is one line on stderr (exit 1). Shared by the bench scripts.
+    """
     children = Children()
     # SIGINT too: a shell without job control starts background jobs with SIGINT ignored.
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
-    workdir = Path(tempfile.mkdtemp(prefix="theme-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name.replace('_', '-')}-"))
     try:
-        document = benchmark(args, children, workdir)
-        print_report(document)
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        stamp = document["measured_at"].replace("-", "").replace(":", "")
-        target = args.results_dir / f"theme-bench-{stamp}.json"
-        target.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"results written to {target}")
-        return 0
+        return body(children, workdir)
     except BenchError as error:
-        sys.stderr.write(f"theme_bench: {error}\n")
+        sys.stderr.write(f"{name}: {error}\n")
         return 1
     except KeyboardInterrupt:
-        sys.stderr.write("theme_bench: interrupted; stopping servers\n")
+        sys.stderr.write(f"{name}: interrupted; stopping children\n")
         return 130
     finally:
         for sig in stop_signals:  # a second Ctrl-C must not cut the clean-up short (it is bounded)
@@ -1534,11 +1529,33 @@ def main(argv: list[str] | None = None) -> int:
         children.stop_all()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if args.keep_temp:
+        if keep_temp:
             print(f"temporary files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
+
+def write_results(document: dict[str, Any], results_dir: Path, prefix: str) -> Path:
+    """Write ``document`` as ``<results_dir>/<prefix>-<measured_at>.json`` and say where."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = document["measured_at"].replace("-", "").replace(":", "")
+    target = results_dir / f"{prefix}-{stamp}.json"
+    target.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"results written to {target}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the report, write the JSON; children are always stopped."""
+    args = parse_args(argv)
+
+    def run(children: Children, workdir: Path) -> int:
+        document = benchmark(args, children, workdir)
+        print_report(document)
+        write_results(document, args.results_dir, "theme-bench")
+        return 0
+
+    return run_guarded("theme_bench", args.keep_temp, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -315,7 +315,7 @@ class Metrics:
         )
         self.bets_placed = Counter(
             "bets_placed_total",
-            "Bet placements by outcome: accepted, replayed (an idempotent retry) or the rejection code.",
+            "Bet placements by outcome: accepted, replayed (an idempotent retry) or rejected.",
             ["outcome"], registry=registry,
         )
         self.bets_settled = Counter(
@@ -323,8 +323,8 @@ class Metrics:
         )
         self.bets_review = Counter(
             "bets_review_total",
-            "Bets held for review by reason (unknown_status, unknown_market, no_score, missing_result, "
-            "quarter_line, other).", ["reason_kind"], registry=registry,
+            "Bets newly held for review by reason (unknown_status, unknown_market, no_score, "
+            "missing_result, quarter_line).", ["reason_kind"], registry=registry,
         )
         self.settlement_results_pages = Counter(
             "settlement_results_pages_total", "Results feed pages fetched by the settler, by result (ok, error).",
