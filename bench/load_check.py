@@ -75,7 +75,6 @@ import random
 import re
 import resource
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -88,7 +87,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import BenchError, Children, free_port, run_guarded, write_results  # noqa: E402 - shared helpers
+from theme_bench import (  # noqa: E402 - the helpers shared by the bench scripts
+    BenchError, Children, log_tails, cpu_ticks, free_port, pinning, run_guarded, wait_until, write_results)
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -114,7 +114,6 @@ UNLIMITED = "100000/100000"
 RATE_LIMIT_VARIABLES = ("RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE",
                         "RATE_LIMIT_LOGIN_CLIENT", "RATE_LIMIT_LOGIN_USER")
 PASSWORD = "load-check-password"
-START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 30.0  # seeding: registration and login hash passwords (argon2id)
 ACTIVITY_INTERVAL_S = 0.02
@@ -129,29 +128,6 @@ LOAD_INTERACTIONS = ("get_balance", "credit_wallet", "save_theme", "refresh_them
 
 # --------------------------------------------------------------------------------------------------
 # Child processes
-
-
-def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
-    """The ``taskset`` prefixes for the server and the load client, plus a note; none if pinning is impossible."""
-    taskset = shutil.which("taskset")
-    allowed = os.sched_getaffinity(0)
-    if taskset is None:
-        return [], [], "taskset not found: processes are not pinned"
-    if server_cpu == load_cpu or not {server_cpu, load_cpu} <= allowed:
-        return [], [], (f"CPUs {server_cpu} and {load_cpu} are not two distinct usable CPUs "
-                        f"(usable: {sorted(allowed)}): processes are not pinned")
-    return ([taskset, "-c", str(server_cpu)], [taskset, "-c", str(load_cpu)],
-            f"tenantsvc on CPU {server_cpu}; load client and this script on CPU {load_cpu}")
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` (every thread) in clock ticks, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def tree_ticks(pid: int) -> int | None:
@@ -188,14 +164,6 @@ def busy_percent(before: dict[str, tuple[int, int]], after: dict[str, tuple[int,
     return out
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return f"--- last lines of {path.name} ---\n" + "\n".join(line[:400] for line in text)
-
-
 # --------------------------------------------------------------------------------------------------
 # HTTP over loopback
 
@@ -214,22 +182,6 @@ def call(port: int, method: str, path: str, body: Any = None, headers: dict[str,
         return response.status, response.msg, response.read()
     finally:
         connection.close()
-
-
-def wait_until(check: Callable[[], bool], proc: subprocess.Popen, what: str, logs: list[Path],
-               timeout_s: float = START_TIMEOUT_S) -> None:
-    """Poll ``check()`` until it is true; fail early if ``proc`` exits, or after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with code {proc.returncode}\n" + "\n".join(_tail(p) for p in logs))
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"{what} was not ready after {timeout_s:.0f}s\n" + "\n".join(_tail(p) for p in logs))
 
 
 _SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
@@ -708,7 +660,7 @@ def run_load(args: argparse.Namespace, children: Children, workdir: Path, load_p
     statements = statement_times(server) if args.statements else {}
     children.stop(client)
     if client.returncode != 0 or not out_path.exists():
-        raise BenchError(f"the load client failed (exit {client.returncode})\n{_tail(stderr)}")
+        raise BenchError(f"the load client failed (exit {client.returncode})\n{log_tails([stderr])}")
     load = json.loads(out_path.read_text(encoding="utf-8"))
     hz = os.sysconf("SC_CLK_TCK")
     cpu = {name: (round((ticks_after[name] - ticks_before[name]) / hz / elapsed * 100.0, 1)
@@ -918,7 +870,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 def check(args: argparse.Namespace, children: Children, workdir: Path) -> dict[str, Any]:
     """Run the whole load check and return the result document."""
-    server_pin, load_pin, pin_note = pinning(args.server_cpu, args.load_cpu)
+    server_pin, load_pin, pin_note = pinning(args.server_cpu, args.load_cpu, "load client and this script")
     load_at_start = os.getloadavg()
     if load_at_start[0] > 0.5:
         print(f"load_check: warning: load average is {load_at_start[0]:.2f}; other work on these CPUs will "

@@ -221,8 +221,9 @@ def ensure_wrk() -> str:
     return found
 
 
-def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
-    """The ``taskset`` prefixes for the server and for wrk, plus a note; no pinning if it is impossible."""
+def pinning(server_cpu: int, load_cpu: int, load_name: str = "wrk") -> tuple[list[str], list[str], str]:
+    """The ``taskset`` prefixes for the server and for the load (``load_name``), plus a note; no pinning if
+    it is impossible. Shared by the bench scripts."""
     taskset = shutil.which("taskset")
     allowed = os.sched_getaffinity(0)
     if taskset is None:
@@ -231,7 +232,7 @@ def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
         return [], [], (f"CPUs {server_cpu} and {load_cpu} are not two distinct usable CPUs "
                         f"(usable: {sorted(allowed)}): processes are not pinned")
     return ([taskset, "-c", str(server_cpu)], [taskset, "-c", str(load_cpu)],
-            f"server on CPU {server_cpu}, wrk on CPU {load_cpu}")
+            f"server on CPU {server_cpu}, {load_name} on CPU {load_cpu}")
 
 
 def free_port() -> int:
@@ -304,17 +305,18 @@ def wait_until(check: Callable[[], bool], proc: subprocess.Popen, what: str, log
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{what} exited with code {proc.returncode} before it was ready\n{_tails(logs)}")
+            raise BenchError(f"{what} exited with code {proc.returncode} before it was ready\n{log_tails(logs)}")
         try:
             if check():
                 return
         except (OSError, BenchError, ValueError, IndexError):
             pass
         time.sleep(poll_s)
-    raise BenchError(f"{what} was not ready after {timeout_s:.0f}s\n{_tails(logs)}")
+    raise BenchError(f"{what} was not ready after {timeout_s:.0f}s\n{log_tails(logs)}")
 
 
-def _tails(paths: list[Path], lines: int = 8, width: int = 400) -> str:
+def log_tails(paths: list[Path], lines: int = 8, width: int = 400) -> str:
+    """The last lines of each log file, to explain why a child process failed."""
     parts = []
     for path in paths:
         try:
@@ -331,7 +333,8 @@ def _tails(paths: list[Path], lines: int = 8, width: int = 400) -> str:
 # /proc and /metrics
 
 
-def _cpu_ticks(pid: int) -> int | None:
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` (every thread) in clock ticks, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
             fields_ = handle.read().rsplit(")", 1)[1].split()
@@ -683,7 +686,7 @@ def run_wrk(children: Children, settings: WrkSettings, server: Server, load: Loa
         argv += ["--", *load.script_args]
     output = settings.workdir / "wrk.out"
     output.write_bytes(b"")
-    before = _cpu_ticks(server.proc.pid)
+    before = cpu_ticks(server.proc.pid)
     machine_before, children_before, started = _machine_ticks(), _children_cpu_s(), time.monotonic()
     proc = children.start(argv, cwd=settings.workdir, env=dict(os.environ), stdout=output, stderr=output)
     try:
@@ -692,13 +695,13 @@ def run_wrk(children: Children, settings: WrkSettings, server: Server, load: Loa
         children.stop(proc)
         raise BenchError(f"wrk did not finish within {duration_s + 30}s") from None
     children.stop(proc)
-    after = _cpu_ticks(server.proc.pid)
+    after = cpu_ticks(server.proc.pid)
     machine_after, children_after, elapsed = _machine_ticks(), _children_cpu_s(), time.monotonic() - started
     text = output.read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         raise BenchError(f"wrk exited with code {proc.returncode}:\n{text}")
     if server.proc.poll() is not None:
-        raise BenchError(f"{server.name} died under load (exit {server.proc.returncode})\n{_tails(server.logs)}")
+        raise BenchError(f"{server.name} died under load (exit {server.proc.returncode})\n{log_tails(server.logs)}")
     result = parse_wrk(text)
     tick = os.sysconf("SC_CLK_TCK")
     if before is not None and after is not None and result.requests:
