@@ -151,6 +151,41 @@ async def test_many_identical_requests_at_once_place_one_bet(two_pools):
     await assert_money_adds_up(two_pools[0])
 
 
+@pytest_twisted.ensureDeferred
+async def test_identical_requests_staking_the_whole_balance_all_answer_with_the_one_bet(two_pools):
+    """The first debit empties the wallet: the others must still replay its bet, never insufficient_funds."""
+    users = await open_book(two_pools[0])
+    whole = home_bet(OPENING // 10)
+    await run(two_pools[0], tenant_store.credit_wallet_txn, "acme", "alice", whole.stake_cents - OPENING, "set up",
+              None)
+    # ``place``, not ``place_or_replay``: each later request waits on the wallet and then replays in the same
+    # transaction, so none even reaches the unique index.
+    results = await gatherResults([place(two_pools[n % 2], users["alice"], whole, "same") for n in range(12)])
+    assert [r.replayed for r in results].count(False) == 1
+    assert len({r.bet["id"] for r in results}) == 1 and {r.balance_cents for r in results} == {0}
+    assert await run(two_pools[0], count_txn, "bets") == 1
+    await assert_money_adds_up(two_pools[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_identical_debits_of_the_whole_balance_all_answer_with_the_one_ledger_row(two_pools):
+    first, second = two_pools
+    users = await open_book(first)
+    gate, held = await _while_held(first, tenant_store.credit_wallet_txn, "acme", "alice", -OPENING, "cash out",
+                                   "same")
+    try:
+        duplicates = [run(second, tenant_store.credit_wallet_txn, "acme", "alice", -OPENING, "cash out", "same")
+                      for _ in range(3)]
+        await _blocked(first)
+    finally:
+        gate.open()
+    results = [await held, *await gatherResults(duplicates)]
+    assert [r.replayed for r in results] == [False, True, True, True]
+    assert len({r.ledger_id for r in results}) == 1 and {r.balance_cents for r in results} == {0}
+    assert await run(first, balance_txn, users["alice"]) == 0
+    await assert_money_adds_up(first)
+
+
 # ---- settlement races --------------------------------------------------------------------------
 
 

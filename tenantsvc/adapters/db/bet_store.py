@@ -10,9 +10,11 @@ Money moves only through conditional updates in the same transaction as its ledg
   sport's last save (``feed_status.fetched_at``) is: saves write only the prices that changed. On SQLite
   every transaction is ``BEGIN IMMEDIATE``, so no other writer can run between the price check and the debit.
 - The same (user, idempotency key) returns the first bet (``replayed``) or, with a different request
-  fingerprint, ``IdempotencyConflict``. Two identical requests at once: the loser hits
-  ``UNIQUE (user_id, idempotency_key)`` (``IntegrityViolation``, its debit rolled back with it) and the
-  caller answers with ``replay_bet_txn`` in a new transaction.
+  fingerprint, ``IdempotencyConflict``. The wallet row is locked before the replay check
+  (``tenant_store.lock_wallet``), so identical requests at once queue behind the first and then replay
+  its bet. Should one still slip through, ``UNIQUE (user_id, idempotency_key)`` refuses its insert
+  (``IntegrityViolation``, its debit rolled back with it) and the caller answers with ``replay_bet_txn``
+  in a new transaction.
 - Settling claims the bet (``FOR UPDATE SKIP LOCKED`` on Postgres), then flips it with
   ``UPDATE bets … WHERE id = %s AND status = 'pending'``; only the transaction that flipped it credits the
   wallet, and ``UNIQUE (bet_id, kind)`` on the ledger is the last fence against paying twice.
@@ -36,7 +38,7 @@ from tenantsvc.adapters.db.odds_store import (
     to_db_timestamp,
 )
 from tenantsvc.adapters.db.pool import Txn
-from tenantsvc.adapters.db.tenant_store import to_iso
+from tenantsvc.adapters.db.tenant_store import lock_wallet, to_iso
 from tenantsvc.core.odds import BetRequest, odds_text, payout_cents
 
 OUTCOMES = ("won", "lost", "void")
@@ -305,6 +307,7 @@ def place_bet_txn(txn: Txn, slug: str, user_id: int, bet: BetRequest, idempotenc
     can make the bet insert raise ``IntegrityViolation`` (unique): use ``replay_bet_txn`` in a new transaction.
     """
     player = _player(txn, slug, user_id)
+    lock_wallet(txn, user_id)  # same-key requests queue here, and each later one replays the first
     replayed = replay_bet_txn(txn, user_id, idempotency_key, fingerprint)
     if replayed is not None:
         return replayed

@@ -146,6 +146,19 @@ def _find_user(txn: Txn, slug: str, username: str) -> dict[str, Any]:
     return user
 
 
+def lock_wallet(txn: Txn, user_id: int) -> None:
+    """Take the player's wallet row lock for the rest of the transaction (Postgres; SQLite's BEGIN
+    IMMEDIATE already serialises every writer).
+
+    Every money movement of a player locks the wallet first, before looking for an earlier request with the
+    same idempotency key: concurrent requests with one key then run one after the other, and each later one
+    finds the first one's committed result (READ COMMITTED reads it after the wait) and replays it — never a
+    different answer such as "insufficient funds" computed against the balance the first one already spent.
+    """
+    if txn.dialect == "postgres":
+        txn.execute("SELECT 1 FROM wallets WHERE user_id = %s FOR UPDATE", (user_id,))
+
+
 def _replay_credit(txn: Txn, user_id: int, idempotency_key: str) -> CreditResult | None:
     row = txn.one(
         "SELECT id, amount_cents, balance_after_cents FROM ledger WHERE user_id = %s AND idempotency_key = %s",
@@ -166,6 +179,7 @@ def credit_wallet_txn(
     """
     user = _find_user(txn, slug, username)
     if idempotency_key is not None:
+        lock_wallet(txn, user["user_id"])
         previous = _replay_credit(txn, user["user_id"], idempotency_key)
         if previous is not None:
             return previous
