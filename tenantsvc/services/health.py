@@ -7,16 +7,10 @@ from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from tenantsvc.adapters.db.pool import Database, Txn
+from tenantsvc.adapters.db.pool import Database, select_one_txn
 from tenantsvc.adapters.deferreds import with_timeout
 
 DB_CHECK_TIMEOUT_S = 2.0
-
-
-def select_one_txn(txn: Txn) -> int:
-    """The cheapest round trip that proves a connection works."""
-    row = txn.one("SELECT 1 AS ok")
-    return int(row["ok"]) if row else 0
 
 
 class HealthReport:

@@ -8,7 +8,12 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
+from tenantsvc.adapters.db.errors import (
+    DatabaseUnavailable,
+    InteractionAbandoned,
+    StatementTimeout,
+    TransactionConflict,
+)
 from tenantsvc.core.validation import ValidationFailed
 from tenantsvc.services.errors import Conflict, NotFoundError, ServiceUnavailable, Unprocessable
 
@@ -80,6 +85,8 @@ def to_api_error(error: BaseException) -> ApiError | None:
         return ApiError(422, error.code, str(error), extra=error.extra)
     if isinstance(error, StatementTimeout):
         return unavailable("the database took too long to answer", 2)
+    if isinstance(error, TransactionConflict):
+        return unavailable("the database aborted a conflicting transaction; nothing was applied, retry", 1)
     if isinstance(error, ServiceUnavailable):
         return unavailable(str(error), getattr(error, "retry_after_s", 5))
     if isinstance(error, (DatabaseUnavailable, InteractionAbandoned)):

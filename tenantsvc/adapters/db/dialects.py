@@ -17,6 +17,7 @@ from tenantsvc.adapters.db.errors import (
     DatabaseUnavailable,
     IntegrityViolation,
     StatementTimeout,
+    TransactionConflict,
 )
 from tenantsvc.config import PostgresTarget, Settings, SqliteTarget
 
@@ -33,6 +34,17 @@ SQLITE_TYPES = {
     "decimal": "TEXT",  # exact decimal strings; SQLite's NUMERIC affinity would turn them into floats
     "decimal_gt_one": "CHECK (CAST({col} AS REAL) > 1)",
 }
+
+
+INTEGRITY_SQLSTATES = {"23505": "unique", "23514": "check", "23503": "foreign_key", "23502": "not_null"}
+CONNECTION_SQLSTATE_PREFIXES = ("08", "57P")
+CONNECTION_SQLSTATES = frozenset({"53300"})
+# libpq's words for a connection that broke (psycopg2 may raise them without an SQLSTATE).
+CONNECTION_LOST_PHRASES = (
+    "server closed the connection", "connection already closed", "terminating connection",
+    "could not receive data from server", "could not send data to server", "ssl syscall error",
+    "no connection to the server", "connection not open", "lost synchronization with server",
+)
 
 
 @dataclass(frozen=True)
@@ -91,27 +103,62 @@ class PostgresDialect:
         """Apply the statement and idle-in-transaction timeouts to this transaction only."""
         cursor.execute(self._guard_sql)
 
-    def translate(self, error: BaseException) -> DatabaseError | None:
-        """Map a psycopg2 error to ours, or None when it is not a driver error."""
+    def translate(self, error: BaseException, connection: Any = None) -> DatabaseError | None:
+        """Map a psycopg2 error to ours, or None when it is not a driver error we know.
+
+        ``connection`` is the psycopg2 connection the error came from, when the caller knows it: a
+        connection that psycopg2 has marked closed makes any error a connection failure.
+        """
         import psycopg2
 
         if not isinstance(error, psycopg2.Error):
             return None
         code = getattr(error, "pgcode", None) or ""
-        detail = str(getattr(error, "diag", None) and error.diag.constraint_name or error).strip()
         if code == "57014":
             return StatementTimeout("statement cancelled by statement_timeout")
-        if code == "23505":
-            return IntegrityViolation("unique", detail)
-        if code == "23514":
-            return IntegrityViolation("check", detail)
-        if code == "23503":
-            return IntegrityViolation("foreign_key", detail)
-        if code == "23502":
-            return IntegrityViolation("not_null", detail)
-        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) or code.startswith(("08", "57P")):
-            return DatabaseUnavailable(type(error).__name__)
+        if code in INTEGRITY_SQLSTATES:
+            detail = str(getattr(error, "diag", None) and error.diag.constraint_name or error).strip()
+            return IntegrityViolation(INTEGRITY_SQLSTATES[code], detail)
+        if self.connection_lost(error, connection):
+            return DatabaseUnavailable(_first_line(error) or type(error).__name__)
+        if code.startswith("40"):
+            return TransactionConflict(f"transaction aborted by the database ({code}); retry")
+        if isinstance(error, psycopg2.OperationalError):  # disk full, out of memory, I/O error: the DB is sick
+            return DatabaseUnavailable(_first_line(error) or type(error).__name__)
         return None
+
+    def connection_lost(self, error: BaseException, connection: Any = None) -> bool:
+        """True when ``error`` means the connection is gone or unusable, whichever way psycopg2 said so.
+
+        psycopg2 reports a lost connection as OperationalError, InterfaceError, or — when it notices only
+        while reading a result — a bare DatabaseError with no SQLSTATE; the reliable signs are the
+        connection's ``closed`` flag, the SQLSTATE classes 08 (connection exception), 57P (operator
+        intervention: admin/crash shutdown, cannot connect now) and 53300 (too many connections), and
+        libpq's own wording.
+        """
+        import psycopg2
+
+        if not isinstance(error, psycopg2.Error):
+            return False
+        code = getattr(error, "pgcode", None) or ""
+        if code.startswith(CONNECTION_SQLSTATE_PREFIXES) or code in CONNECTION_SQLSTATES:
+            return True
+        if isinstance(error, psycopg2.InterfaceError):
+            return True
+        if connection is None:
+            connection = getattr(getattr(error, "cursor", None), "connection", None)
+        if connection is not None and getattr(connection, "closed", 0):
+            return True
+        if not code and isinstance(error, psycopg2.OperationalError):  # libpq: connect failed, socket broke
+            return True
+        message = str(error).lower()
+        return any(phrase in message for phrase in CONNECTION_LOST_PHRASES)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of a driver message (libpq's carry hints on the lines after)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else ""
 
 
 class SqliteDialect:
@@ -151,7 +198,7 @@ class SqliteDialect:
         """Start the transaction explicitly (autocommit connection), taking the write lock up front."""
         cursor.execute("BEGIN IMMEDIATE")
 
-    def translate(self, error: BaseException) -> DatabaseError | None:
+    def translate(self, error: BaseException, connection: Any = None) -> DatabaseError | None:
         """Map a sqlite3 error to ours, or None when it is not a driver error."""
         if isinstance(error, sqlite3.IntegrityError):
             message = str(error)
@@ -167,6 +214,10 @@ class SqliteDialect:
         if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
             return DatabaseUnavailable("database is locked")
         return None
+
+    def connection_lost(self, error: BaseException, connection: Any = None) -> bool:
+        """Never: the embedded file has no connection to lose (a locked file is not a broken connection)."""
+        return False
 
 
 def dialect_for(settings: Settings) -> PostgresDialect | SqliteDialect:

@@ -11,6 +11,13 @@ class DatabaseUnavailable(DatabaseError):
     """The database could not be reached, or the connection broke mid-transaction."""
 
 
+class TransactionConflict(DatabaseError):
+    """Postgres aborted the transaction to resolve a conflict (deadlock 40P01, serialization failure 40001).
+
+    The database answered and nothing was applied: the request may simply be retried.
+    """
+
+
 class StatementTimeout(DatabaseError):
     """Postgres cancelled a statement that ran past ``statement_timeout`` (SQLSTATE 57014)."""
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 from eliot import ActionType, Field, fields
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from tenantsvc.adapters.db.connection_pool import ConnectionPool, can_replace_connection, replace_connection
 from tenantsvc.adapters.db.dialects import PostgresDialect, SqliteDialect, dialect_for
 from tenantsvc.adapters.db.errors import DatabaseError, InteractionAbandoned
 from tenantsvc.config import Settings
@@ -60,7 +61,7 @@ class Txn:
         try:
             self._cursor.execute(self._dialect.adapt_sql(sql), tuple(params))
         except Exception as error:
-            translated = self._dialect.translate(error)
+            translated = self._dialect.translate(error, getattr(self._cursor, "connection", None))
             if translated is None:
                 raise
             raise translated from error
@@ -88,6 +89,12 @@ class Txn:
         return [dict(zip(names, row)) for row in rows]
 
 
+def select_one_txn(txn: Txn) -> int:
+    """The cheapest round trip that proves a connection works (health checks, the breaker's probes)."""
+    row = txn.one("SELECT 1 AS ok")
+    return int(row["ok"]) if row else 0
+
+
 class InteractionRunner(Protocol):
     """What services need from the database: run one named transaction function."""
 
@@ -98,14 +105,17 @@ class InteractionRunner(Protocol):
 class _Ticket:
     """One submitted interaction: whether its caller still waits and whether it began."""
 
-    __slots__ = ("abandoned", "started", "submitted_at", "wait_s", "hold_s")
+    __slots__ = ("name", "abandoned", "started", "submitted_at", "began_at", "wait_s", "hold_s", "overdue")
 
-    def __init__(self, submitted_at: float):
+    def __init__(self, name: str, submitted_at: float):
+        self.name = name
         self.abandoned = False
         self.started = False
         self.submitted_at = submitted_at
+        self.began_at = 0.0
         self.wait_s = 0.0
         self.hold_s = 0.0
+        self.overdue = False  # already reported by ``Database.overdue``
 
 
 class PendingInteraction:
@@ -140,10 +150,40 @@ class PendingInteraction:
         return True
 
 
+class _Work:
+    """One submitted interaction as a pool thread runs it: ``claim()`` it, then call it with a cursor.
+
+    ``connection_pool.ConnectionPool`` claims the work before connecting, so connecting counts as holding
+    a pool slot (and can no longer be withdrawn: the caller's deadline bounds it instead). A pool that does
+    not claim (the tests' threadless pool) gets the same claim when it calls the work.
+    """
+
+    __slots__ = ("_db", "_ticket", "_fn", "_args", "_kwargs")
+
+    def __init__(self, db: "Database", ticket: _Ticket, fn: Callable[..., Any], args: tuple, kwargs: dict):
+        self._db, self._ticket, self._fn, self._args, self._kwargs = db, ticket, fn, args, kwargs
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold a pool slot for the duration of the block; ``InteractionAbandoned`` if it was withdrawn."""
+        self._db._claim(self._ticket)
+        try:
+            yield
+        finally:
+            self._db._release(self._ticket)
+
+    def __call__(self, cursor: Any) -> Any:
+        """Run the interaction in one transaction on ``cursor``'s connection."""
+        if self._ticket.started:
+            return self._db._run(cursor, self._ticket, self._fn, self._args, self._kwargs)
+        with self.claim():
+            return self._db._run(cursor, self._ticket, self._fn, self._args, self._kwargs)
+
+
 class Database:
     """An adbapi pool with counted pressure, per-name call counts and driver-neutral errors."""
 
-    def __init__(self, settings: Settings, reactor: Any, pool_factory: Callable[..., Any] = adbapi.ConnectionPool):
+    def __init__(self, settings: Settings, reactor: Any, pool_factory: Callable[..., Any] = ConnectionPool):
         self.dialect = dialect_for(settings)
         self.process_type = settings.role
         spec = self.dialect.pool_spec()
@@ -163,7 +203,11 @@ class Database:
         self._lock = threading.Lock()
         self._in_use = 0
         self._waiting = 0
+        self._running: set[_Ticket] = set()
         self.calls: Counter[str] = Counter()
+        # Connections found dead at the start of a transaction: replaced (the transaction then ran) or not
+        # (connecting failed too). Plain ints updated under the lock, exported at scrape time.
+        self.replacements: Counter[str] = Counter()
         self._observers: list[Callable[[str, float, float, Failure | None], None]] = []
 
     def snapshot(self) -> PoolSnapshot:
@@ -171,12 +215,29 @@ class Database:
         with self._lock:
             return PoolSnapshot(self.size, self._in_use, self._waiting)
 
+    def overdue(self, threshold_s: float) -> list[str]:
+        """Names of the interactions that have now held their connection for ``threshold_s`` or more.
+
+        Each running interaction is named at most once over its life, so a caller polling this sees
+        every slow call once, while it is still running (a frozen database never lets it finish).
+        """
+        now = time.perf_counter()
+        found = []
+        with self._lock:
+            for ticket in self._running:
+                if not ticket.overdue and now - ticket.began_at >= threshold_s:
+                    ticket.overdue = True
+                    found.append(ticket.name)
+        return found
+
     def add_observer(self, observer: Callable[[str, float, float, Failure | None], None]) -> None:
         """Call ``observer(name, wait_s, hold_s, failure)`` on the reactor thread after each interaction.
 
         ``failure`` is None on success, else a Failure of a ``tenantsvc.adapters.db.errors`` exception
-        (or of whatever the interaction function raised). An interaction that never got a connection
-        reports the time until it failed as ``wait_s`` and ``0.0`` as ``hold_s``.
+        (or of whatever the interaction function raised). ``wait_s`` is the time until a pool thread took
+        the interaction, ``hold_s`` the time the thread then spent on it, connecting included (a failed
+        connection attempt held a slot too); one withdrawn before any thread took it reports the time
+        until then as ``wait_s`` and ``0.0`` as ``hold_s``.
         """
         self._observers.append(observer)
 
@@ -194,12 +255,12 @@ class Database:
         while it is still waiting for a connection (bounded waits: see ``services.db_guard``).
         """
         self.calls[name] += 1
-        ticket = _Ticket(time.perf_counter())
+        ticket = _Ticket(name, time.perf_counter())
         with self._lock:
             self._waiting += 1
         action = DB_INTERACTION(name=name)
         with action.context():
-            inner = self._pool.runInteraction(self._in_thread, ticket, name, fn, args, kwargs)
+            inner = self._pool.runInteraction(_Work(self, ticket, fn, args, kwargs))
 
         def cancel(_: Deferred) -> None:
             ticket.abandoned = True
@@ -208,7 +269,7 @@ class Database:
 
         def finished(result: object) -> None:
             with self._lock:
-                if not ticket.started:  # failed before our code ran (e.g. could not connect)
+                if not ticket.started:  # never claimed by a pool thread (withdrawn, or the pool refused it)
                     self._waiting -= 1
                     ticket.wait_s = time.perf_counter() - ticket.submitted_at
             failure = self._translate(result) if isinstance(result, Failure) else None
@@ -238,17 +299,33 @@ class Database:
         translated = self.dialect.translate(failure.value)
         return failure if translated is None else Failure(translated)
 
-    def _in_thread(self, cursor: Any, ticket: _Ticket, name: str, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
-        began = time.perf_counter()
+    def _claim(self, ticket: _Ticket) -> None:
+        """A pool thread takes the interaction, before connecting: from now on it holds a pool slot.
+
+        Raises ``InteractionAbandoned`` (changing nothing) if it was withdrawn first. The check and the
+        claim are one step under the lock, so a withdrawal and a claim can never both succeed.
+        """
         with self._lock:
+            if ticket.abandoned:
+                raise InteractionAbandoned(ticket.name)
             ticket.started = True
+            ticket.began_at = time.perf_counter()
             self._waiting -= 1
             self._in_use += 1
-        ticket.wait_s = began - ticket.submitted_at
+            self._running.add(ticket)
+        ticket.wait_s = ticket.began_at - ticket.submitted_at
+
+    def _release(self, ticket: _Ticket) -> None:
+        """The interaction is over (committed, failed, or could not connect): its slot is free."""
+        ticket.hold_s = time.perf_counter() - ticket.began_at
+        with self._lock:
+            self._in_use -= 1
+            self._running.discard(ticket)
+
+    def _run(self, cursor: Any, ticket: _Ticket, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        """In a pool thread, on a connection: begin, run ``fn``, commit; driver errors become ours."""
         try:
-            if ticket.abandoned:
-                raise InteractionAbandoned(name)
-            self.dialect.begin(cursor)
+            self._begin(cursor)
             result = fn(Txn(cursor, self.dialect), *args, **kwargs)
             # Commit here rather than after we return (adbapi's own commit is then a no-op), so the COMMIT
             # round trip (a WAL flush in production) counts as holding the connection, in the hold-time
@@ -258,14 +335,36 @@ class Database:
         except DatabaseError:
             raise
         except Exception as error:
-            translated = self.dialect.translate(error)
+            translated = self.dialect.translate(error, getattr(cursor, "connection", None))
             if translated is None:
                 raise
             raise translated from error
-        finally:
-            ticket.hold_s = time.perf_counter() - began
+
+    def _begin(self, cursor: Any) -> None:
+        """Begin the transaction (its guardrails), first replacing the connection if it turns out dead.
+
+        The first statement is where a connection that died since its last use (a database restart,
+        a PgBouncer or network reset) shows up. Nothing of the transaction has run yet, so replacing the
+        connection and beginning again is safe — the rule Go's database/sql applies to ``driver.ErrBadConn``
+        — and the caller never sees the dead connection. Only one replacement is tried: if connecting
+        fails too, the database is down and the error goes to the caller.
+        """
+        try:
+            self.dialect.begin(cursor)
+            return
+        except Exception as error:
+            lost = self.dialect.connection_lost(error, getattr(cursor, "connection", None))
+            if not lost or not can_replace_connection(cursor):
+                raise
+        try:
+            replace_connection(cursor)
+            self.dialect.begin(cursor)
+        except Exception:
             with self._lock:
-                self._in_use -= 1
+                self.replacements["failed"] += 1
+            raise
+        with self._lock:
+            self.replacements["replaced"] += 1
 
     def close(self) -> None:
         """Close every pooled connection and stop the pool's threads."""
