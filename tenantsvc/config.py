@@ -19,7 +19,7 @@ ROLES = ("all", "web", "worker_odds", "worker_settlement")
 ENVIRONMENT_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "PROCESS_TYPE", "PORT", "ENVIRONMENT", "APP_VERSION", "ADMIN_TOKEN",
     "DB_WEB_POOL_MAX", "DB_WORKER_POOL_MAX", "DB_POOL_MIN", "DB_CONN_TIMEOUT", "DB_STATEMENT_TIMEOUT",
-    "DB_IDLE_IN_TRANSACTION_TIMEOUT", "DB_PREPARE_THRESHOLD", "PGBOUNCER_ADMIN_URL", "REDIS_TIMEOUT",
+    "DB_IDLE_IN_TRANSACTION_TIMEOUT", "DB_PREPARE_THRESHOLD", "DB_SLOW_CALL_THRESHOLD", "PGBOUNCER_ADMIN_URL", "REDIS_TIMEOUT",
     "THEME_CACHE_TTL", "THEME_CACHE_SWR", "THEME_CACHE_MAX_ENTRIES", "THEME_L2_TIMEOUT", "THEME_WARM_INTERVAL",
     "ACCESS_LOG_SAMPLE_RATE", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
     "RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_LOGIN_CLIENT",
@@ -106,6 +106,7 @@ class Settings:
     db_conn_timeout_s: float = 5.0
     db_statement_timeout_ms: int = 3000
     db_idle_in_transaction_timeout_ms: int = 5000
+    db_slow_call_threshold_ms: int = 1000
     goalserve_base_url: str = "https://www.goalserve.com/getfeed"
     goalserve_api_key: str | None = field(default=None, repr=False)
     log_file: str | None = None
@@ -430,6 +431,7 @@ def load_settings(
         db_conn_timeout_s=_seconds(env, "DB_CONN_TIMEOUT", 5.0, 0.1, 300.0),
         db_statement_timeout_ms=_duration_ms(env, "DB_STATEMENT_TIMEOUT", 3000),
         db_idle_in_transaction_timeout_ms=_duration_ms(env, "DB_IDLE_IN_TRANSACTION_TIMEOUT", 5000),
+        db_slow_call_threshold_ms=_duration_ms(env, "DB_SLOW_CALL_THRESHOLD", 1000),
         goalserve_base_url=_http_url("GOALSERVE_BASE_URL", env.get("GOALSERVE_BASE_URL") or "https://www.goalserve.com/getfeed"),
         goalserve_api_key=goalserve_api_key,
         log_file=log_file,

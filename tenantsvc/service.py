@@ -10,16 +10,16 @@ from twisted.python.failure import Failure
 from eliot import log_message, write_failure
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from tenantsvc.adapters.db.connection_pool import ConnectionPool
 from tenantsvc.adapters.db.pool import Database
 from tenantsvc.adapters.db.service import DatabaseService
 from tenantsvc.config import Settings
 from tenantsvc.obs.logging import LoggingService
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.demo import ensure_demo_tenant
-from tenantsvc.core.breaker import READ, WRITE, BreakerConfig
+from tenantsvc.core.breaker import BACKGROUND, READ, WRITE, BreakerConfig
 from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicies
 from tenantsvc.core.sessions import SessionPolicy
 from tenantsvc.core.settlement import SettlementPolicy
@@ -40,7 +40,9 @@ from tenantsvc.services.theme_cache import INVALIDATION_CHANNEL, ThemeCache, The
 
 # Pressure must be seen in two consecutive 0.25 s pool samples before the breaker opens: a single burst
 # of commits landing together otherwise refused reads for a whole open period (bench/load_check.py).
-PRODUCTION_BREAKER = BreakerConfig(open_after_hot_samples=2)
+# Open periods start at 1 s and double with each failed probe up to 5 s: a blip is retried at once, a long
+# outage once every 5 s, and writes work again at most ~5 s after the database does.
+PRODUCTION_BREAKER = BreakerConfig(open_after_hot_samples=2, open_duration_s=1.0, open_duration_max_s=5.0)
 
 
 class OrderedMultiService(MultiService):
@@ -172,7 +174,7 @@ def build_feed_workers(components: "Components", reactor: Any, feed: Any = None,
         return workers
     feed = feed if feed is not None else build_feed(settings, reactor)
     run_in_thread = run_in_thread or in_thread(reactor)
-    writes = components.breaker.runner(WRITE)
+    writes = components.breaker.runner(BACKGROUND)  # feed work waits for a closed breaker; it never probes
     if settings.runs_worker("worker_odds"):
         ingest = OddsIngest(feed, writes, reactor, run_in_thread)
         # Backoff starts at one full period: a failing feed is never asked sooner than a healthy one.
@@ -213,11 +215,11 @@ class Components:
 
 
 def build_components(settings: Settings, reactor: Any, *,
-                     pool_factory: Callable[..., Any] = adbapi.ConnectionPool, l2: Any = None,
+                     pool_factory: Callable[..., Any] = ConnectionPool, l2: Any = None,
                      passwords: Any = None) -> Components:
     """Create the adapters and services (no listening, no loops): the part tests reuse.
 
-    ``pool_factory`` builds the DB connection pool (``adbapi.ConnectionPool``; tests pass a threadless one);
+    ``pool_factory`` builds the DB connection pool (``connection_pool.ConnectionPool``; tests pass a threadless one);
     ``l2`` replaces the Redis client built from ``REDIS_URL`` (tests pass the in-memory store);
     ``passwords`` replaces the threaded password hashing.
     """
@@ -226,6 +228,7 @@ def build_components(settings: Settings, reactor: Any, *,
     db = Database(settings, reactor, pool_factory=pool_factory)
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
+    metrics.watch_connection_replacements(lambda: db.replacements)
     tenant_registry = TenantRegistry()
     redis = l2
     if redis is None and settings.redis is not None:
@@ -233,10 +236,11 @@ def build_components(settings: Settings, reactor: Any, *,
 
         redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
     breaker = DbBreaker(db, reactor, metrics, config=PRODUCTION_BREAKER, conn_timeout_s=settings.db_conn_timeout_s,
-                        statement_timeout_s=settings.db_statement_timeout_ms / 1000)
+                        statement_timeout_s=settings.db_statement_timeout_ms / 1000,
+                        slow_call_threshold_s=settings.db_slow_call_threshold_ms / 1000)
     reads, writes = breaker.runner(READ), breaker.runner(WRITE)
-    themes = ThemeCache(
-        clock=reactor, db=reads, registry=tenant_registry, metrics=metrics, l2=redis,
+    themes = ThemeCache(  # refreshes and the warmer are background work: never a half-open probe
+        clock=reactor, db=breaker.runner(BACKGROUND), registry=tenant_registry, metrics=metrics, l2=redis,
         settings=ThemeCacheSettings(CacheWindows(settings.theme_cache_ttl_s, settings.theme_cache_swr_s),
                                     settings.theme_cache_max_entries, settings.theme_l2_timeout_s),
     )

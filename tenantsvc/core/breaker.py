@@ -11,8 +11,15 @@ What a caller may do (``allow``): CLOSED admits everything. OPEN refuses reads; 
 only when it opened on pressure (a critical write still goes through, bounded by the pool wait),
 never when it opened on failures or was forced (the DB is down: fail fast). HALF_OPEN admits a call
 only as a probe, whose outcome the caller must report (``probe_succeeded`` / ``probe_failed`` /
-``probe_abandoned``). ``force_open`` / ``force_closed`` pin the state, ignoring every signal, until
-``auto`` hands control back to the rules from the current state.
+``probe_abandoned``). ``background`` work (cache refreshes, warmers, feed workers) is admitted only
+while CLOSED: it never takes a probe slot, so recovery is judged by user requests and the breaker's
+own dedicated probe, not by whichever tick comes first. ``force_open`` / ``force_closed`` pin the state,
+ignoring every signal, until ``auto`` hands control back to the rules from the current state.
+
+Each failed probe doubles the next open period, from ``open_duration_s`` up to ``open_duration_max_s``
+(reset when the breaker closes): a short outage is retried soon, a long one a bounded number of times
+per period. ``trip`` opens at once on evidence stronger than a count (a trivial query unanswered while
+calls are slow).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 STATES = (CLOSED, OPEN, HALF_OPEN)
 STATE_CODES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}  # the circuit_breaker_state gauge values
 
-READ, WRITE = "read", "write"
-REQUEST_CLASSES = (READ, WRITE)
+READ, WRITE, BACKGROUND = "read", "write", "background"
+REQUEST_CLASSES = (READ, WRITE, BACKGROUND)
 
 AUTO, FORCED_OPEN, FORCED_CLOSED = "auto", "forced_open", "forced_closed"
 
@@ -41,8 +48,9 @@ PROBE_FAILED = "probe_failed"  # a half-open probe failed
 RECOVERED = "recovered"        # probes succeeded and pressure is below the close thresholds
 FORCED = "forced"              # an operator forced the state
 
-# Kinds of failure the caller reports.
-CONNECTION_ERROR, TIMEOUT = "connection_error", "timeout"
+# Kinds of failure the caller reports: a connection error, a timeout (statement timeout or overall deadline),
+# a call still holding its connection past the slow-call threshold, a trivial query left unanswered.
+CONNECTION_ERROR, TIMEOUT, SLOW_CALL, UNRESPONSIVE = "connection_error", "timeout", "slow_call", "unresponsive"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class BreakerConfig:
     failure_window_s: float = 10.0
     failure_min_calls: int = 20
     open_duration_s: float = 5.0
+    open_duration_max_s: float | None = None  # None: every open period lasts open_duration_s
     half_open_max_probes: int = 2
     half_open_successes_to_close: int = 2
     history_size: int = 20
@@ -84,6 +93,8 @@ class BreakerConfig:
             problems.append("counts must be at least 1")
         if self.failure_window_s <= 0 or self.open_duration_s <= 0:
             problems.append("durations must be positive")
+        if self.open_duration_max_s is not None and self.open_duration_max_s < self.open_duration_s:
+            problems.append("need open_duration_max_s >= open_duration_s")
         if problems:
             raise ValueError("invalid BreakerConfig: " + "; ".join(problems))
 
@@ -132,6 +143,7 @@ class CircuitBreaker:
         self._mode = AUTO
         self._open_reason: str | None = None
         self._opened_at = 0.0
+        self._open_for_s = config.open_duration_s  # this open period; grows with each failed probe
         self._generation = 0
         self._probes_in_flight = 0
         self._probe_successes = 0
@@ -173,13 +185,18 @@ class CircuitBreaker:
         """Probes admitted in the current half-open period whose outcome is not in yet."""
         return self._probes_in_flight if self._state == HALF_OPEN else 0
 
+    @property
+    def open_period_s(self) -> float:
+        """The length of the current (or next) open period."""
+        return self._open_for_s
+
     def retry_after_s(self, now: float) -> float:
         """How long a refused caller should wait: the rest of the open period, else one probe's worth."""
         self.advance(now)
         if self._state == OPEN and self._mode == AUTO:
-            return max(1.0, self._opened_at + self.config.open_duration_s - now)
+            return max(1.0, self._opened_at + self._open_for_s - now)
         if self._state == OPEN:
-            return self.config.open_duration_s
+            return self._open_for_s
         return 1.0
 
     # ---- admission -----------------------------------------------------------------------------
@@ -193,6 +210,8 @@ class CircuitBreaker:
             return ADMITTED
         if self._state == OPEN:
             return ADMITTED if request_class == WRITE and self._open_reason == PRESSURE else REFUSED
+        if request_class == BACKGROUND:
+            return REFUSED
         probe = self.try_acquire_probe(now)
         return REFUSED if probe is None else Admission(True, probe)
 
@@ -213,8 +232,10 @@ class CircuitBreaker:
             self._maybe_recover(now)
 
     def probe_failed(self, now: float, probe: Probe, kind: str) -> None:
-        """A probe met a connection error or timeout (``kind``): reopen."""
+        """A probe met a connection error or timeout (``kind``): reopen, for twice as long (up to the cap)."""
         if self._release(now, probe):
+            cap = self.config.open_duration_max_s or self.config.open_duration_s
+            self._open_for_s = min(cap, self._open_for_s * 2)
             self._move(now, OPEN, PROBE_FAILED, kind)
 
     def probe_abandoned(self, now: float, probe: Probe) -> None:
@@ -232,7 +253,7 @@ class CircuitBreaker:
 
     def advance(self, now: float) -> None:
         """Apply the timer: OPEN → HALF_OPEN once ``open_duration_s`` has passed (automatic mode only)."""
-        if self._state == OPEN and self._mode == AUTO and now >= self._opened_at + self.config.open_duration_s:
+        if self._state == OPEN and self._mode == AUTO and now >= self._opened_at + self._open_for_s:
             self._move(now, HALF_OPEN, COOLDOWN)
 
     def observe_pressure(self, now: float, in_use: int, size: int, waiting: int) -> None:
@@ -268,6 +289,12 @@ class CircuitBreaker:
         calls, failures = self._window.totals(now)
         by_rate = calls >= self.config.failure_min_calls and failures >= self.config.failure_rate * calls
         if self._consecutive_failures >= self.config.consecutive_failures or by_rate:
+            self._move(now, OPEN, FAILURES, kind)
+
+    def trip(self, now: float, kind: str) -> None:
+        """Open now on FAILURES of ``kind`` (automatic mode, CLOSED only): the caller has conclusive evidence."""
+        self.advance(now)
+        if self._state == CLOSED and self._mode == AUTO:
             self._move(now, OPEN, FAILURES, kind)
 
     # ---- operator modes ------------------------------------------------------------------------
@@ -314,6 +341,7 @@ class CircuitBreaker:
         else:
             self._consecutive_failures = 0
             self._window.clear()
+            self._open_for_s = self.config.open_duration_s
         transition = Transition(now, from_state, to_state, reason, detail)
         self._history.append(transition)
         self._on_transition(transition)

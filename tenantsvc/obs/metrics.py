@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import metrics as prometheus_metrics
@@ -182,6 +182,27 @@ class PlainHistogram(_PlainFamily):
             family.add_sample(name + "_created", labels, series.created)
 
 
+class _CallbackCounter(Collector):
+    """A counter family whose values are read from a callback at scrape time (counted in another thread)."""
+
+    def __init__(self, name: str, documentation: str, label: str, values: Sequence[str],
+                 read: Callable[[], Mapping[str, int]]):
+        self._name, self._documentation, self._label, self._values, self._read = (
+            name, documentation, label, tuple(values), read)
+
+    def collect(self) -> list[Metric]:
+        """One ``_total`` sample per known label value (0 until counted)."""
+        family = Metric(self._name, self._documentation, "counter")
+        counts = self._read()
+        for value in self._values:
+            family.add_sample(self._name + "_total", {self._label: value}, float(counts.get(value, 0)))
+        return [family]
+
+    def describe(self) -> list[Metric]:
+        """The family without samples."""
+        return [Metric(self._name, self._documentation, "counter")]
+
+
 class Metrics:
     """Every metric the service exports, created once per process on one registry."""
 
@@ -265,6 +286,17 @@ class Metrics:
             "timeout + margin); the interaction finished, or not, in the background.",
             ["name"], registry=registry,
         )
+        self.db_slow_calls = Counter(
+            "db_slow_calls_total",
+            "DB interactions still holding their connection at DB_SLOW_CALL_THRESHOLD (counted once, while "
+            "running), by interaction name.", ["name"], registry=registry,
+        )
+        self.breaker_checks = Counter(
+            "circuit_breaker_checks_total",
+            "The breaker's own trivial queries by check (db_liveness_check: sent because calls were slow; "
+            "db_breaker_probe: half-open) and outcome (answered, unanswered, no_connection).",
+            ["breaker_name", "check", "outcome"], registry=registry,
+        )
         self.breaker_state = Gauge(
             "circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.", ["breaker_name"],
             registry=registry,
@@ -337,6 +369,14 @@ class Metrics:
         self.db_pool_usage.labels(*labels).set_function(lambda: snapshot().usage_percent)  # type: ignore[attr-defined]
         self.db_pool_waiting.labels(*labels).set_function(lambda: snapshot().waiting)  # type: ignore[attr-defined]
         self.db_active.labels(*labels).set_function(lambda: snapshot().in_use)  # type: ignore[attr-defined]
+
+    def watch_connection_replacements(self, replacements: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``db_connections_replaced_total{outcome}`` from ``replacements()`` at scrape time."""
+        self.registry.register(_CallbackCounter(
+            "db_connections_replaced",
+            "Pooled connections found dead at the start of a transaction, by outcome: replaced (a new "
+            "connection was opened and the transaction ran on it) or failed (connecting failed too).",
+            "outcome", ("replaced", "failed"), replacements))
 
     def watch_odds_age(self, sport: str, age_s: Callable[[], float]) -> None:
         """Export ``odds_age_seconds{sport}`` computed from ``age_s()`` at scrape time (it grows between polls)."""

@@ -13,6 +13,18 @@ bounds how long its caller waits, whatever the DB does:
   ``DatabaseTimeout`` even if the interaction is still running (a frozen Postgres answers nothing,
   so ``statement_timeout`` cannot fire and the socket just hangs). Such a timeout counts as a breaker
   failure (TIMEOUT), so a frozen DB opens the breaker.
+
+Two checks of its own, each a trivial query (``SELECT 1``) bounded by ``probe_timeout_s``:
+
+- slow calls (resilience4j's slow-call rule, counted while they run): each sample names the
+  interactions that have held a connection for ``slow_call_threshold_s`` or more; each counts once as a
+  SLOW_CALL failure, and the first of them sends a *liveness check* (PgBouncer's ``server_check_query``).
+  If the database does not answer it either, it is unresponsive (frozen, partitioned) and the breaker
+  opens at once, within about one threshold plus one probe timeout; if it answers, the slow call was
+  just slow and the check's success resets the count of consecutive failures;
+- half-open: the breaker sends its own *probe* with the first sample after it goes half-open, and one
+  per sample after that until it closes (or a probe fails), so recovery never waits for traffic and is
+  never judged by background work (which is refused while half-open; see ``core.breaker``).
 """
 
 from __future__ import annotations
@@ -26,12 +38,16 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from tenantsvc.adapters.db.errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
-from tenantsvc.adapters.db.pool import PendingInteraction, PoolSnapshot
+from tenantsvc.adapters.db.pool import PendingInteraction, PoolSnapshot, select_one_txn
 from tenantsvc.core.breaker import (
+    CLOSED,
     CONNECTION_ERROR,
+    HALF_OPEN,
     REQUEST_CLASSES,
+    SLOW_CALL,
     STATE_CODES,
     TIMEOUT,
+    UNRESPONSIVE,
     Admission,
     BreakerConfig,
     CircuitBreaker,
@@ -48,6 +64,8 @@ SAMPLE_INTERVAL_S = 0.25
 POOL_TIMEOUT_RETRY_AFTER_S = 2
 DEADLINE_RETRY_AFTER_S = 2
 DEADLINE_MARGIN_S = 0.5  # on top of conn wait + statement timeout: the error's way back, the rollback
+DEFAULT_PROBE_TIMEOUT_S = 1.0  # the breaker's own checks, when slow-call detection is off
+LIVENESS_CHECK, PROBE = "db_liveness_check", "db_breaker_probe"  # interaction names of the two checks
 SUCCESS = "success"
 MODES = ("open", "closed", "auto")
 
@@ -60,6 +78,12 @@ LATE_RESULT = MessageType(
     "tenantsvc:db:late_result",
     fields(name=str, outcome=str, elapsed_s=float),
     "An interaction finished after its caller had been answered DatabaseTimeout; its result was dropped.",
+)
+BREAKER_CHECK = MessageType(
+    "tenantsvc:breaker:check",
+    fields(breaker_name=str, check=str, outcome=str, slow_calls=list),
+    "The breaker's own trivial query: a liveness check sent because calls were slow, or a half-open probe; "
+    "outcome is answered, unanswered (timeout or connection error) or no_connection (pool busy).",
 )
 BREAKER_MODE = MessageType(
     "tenantsvc:breaker:mode", fields(breaker_name=str, mode=str), "An operator set the breaker mode.",
@@ -80,6 +104,9 @@ class GuardedDatabase(Protocol):
 
     def add_observer(self, observer: Callable[[str, float, float, Failure | None], None]) -> None:
         """Be told ``(name, wait_s, hold_s, failure)`` after each interaction."""
+
+    def overdue(self, threshold_s: float) -> list[str]:
+        """Names of running interactions that have held a connection ``threshold_s`` or more (each once)."""
 
 
 def verdict(error: BaseException | None) -> str | None:
@@ -105,9 +132,11 @@ class DbBreaker(Service):
 
     def __init__(self, db: GuardedDatabase, clock: Any, metrics: Metrics, *, conn_timeout_s: float,
                  statement_timeout_s: float = 3.0, deadline_margin_s: float = DEADLINE_MARGIN_S,
-                 config: BreakerConfig = BreakerConfig(), sample_interval_s: float = SAMPLE_INTERVAL_S):
-        if conn_timeout_s <= 0 or statement_timeout_s < 0 or deadline_margin_s < 0:
-            raise ValueError("conn_timeout_s must be positive, statement_timeout_s and deadline_margin_s >= 0")
+                 config: BreakerConfig = BreakerConfig(), sample_interval_s: float = SAMPLE_INTERVAL_S,
+                 slow_call_threshold_s: float = 0.0):
+        if conn_timeout_s <= 0 or statement_timeout_s < 0 or deadline_margin_s < 0 or slow_call_threshold_s < 0:
+            raise ValueError("conn_timeout_s must be positive, statement_timeout_s, deadline_margin_s and "
+                             "slow_call_threshold_s >= 0")
         self._db = db
         self._clock = clock
         self._metrics = metrics
@@ -117,6 +146,10 @@ class DbBreaker(Service):
         self.deadline_s: float | None = (
             conn_timeout_s + statement_timeout_s + deadline_margin_s if statement_timeout_s > 0 else None)
         self._sample_interval_s = sample_interval_s
+        # 0 turns slow-call detection (and so the liveness check) off.
+        self._slow_s: float | None = slow_call_threshold_s or None
+        self.probe_timeout_s = slow_call_threshold_s or DEFAULT_PROBE_TIMEOUT_S
+        self._checking = self._probing = False  # one liveness check and one dedicated probe at a time
         self._loop: LoopingCall | None = None
         self.machine = CircuitBreaker(config, self._transitioned)
         metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[self.machine.state])
@@ -140,13 +173,71 @@ class DbBreaker(Service):
         return None
 
     def sample(self) -> None:
-        """Feed one pool sample to the breaker (the loop body: never raises, logs and counts instead)."""
+        """One tick: feed a pool sample, count new slow calls, send a half-open probe if one is due.
+
+        The loop body: never raises, logs and counts instead.
+        """
         try:
+            now = self._clock.seconds()
             pool = self._db.snapshot()
-            self.machine.observe_pressure(self._clock.seconds(), pool.in_use, pool.size, pool.waiting)
+            self.machine.observe_pressure(now, pool.in_use, pool.size, pool.waiting)
+            self._count_slow_calls(now)
+            self._probe_if_half_open()
         except Exception:
             write_failure(Failure())
             self._metrics.worker_ticks.labels("db_breaker_sampler", "error").inc()
+
+    def _count_slow_calls(self, now: float) -> None:
+        """Each call newly past the slow-call threshold is a failure; the first ones send a liveness check."""
+        if self._slow_s is None:
+            return
+        slow = self._db.overdue(self._slow_s)
+        for name in slow:
+            self._metrics.db_slow_calls.labels(name).inc()
+            self.machine.record_failure(now, SLOW_CALL)
+        if slow and not self._checking and self.machine.state == CLOSED:
+            self._checking = True
+            self._check(LIVENESS_CHECK, slow).addCallback(self._liveness_answered)
+
+    def _liveness_answered(self, outcome: str) -> None:
+        self._checking = False
+        if outcome == "unanswered":
+            self.machine.trip(self._clock.seconds(), UNRESPONSIVE)
+
+    def _probe_if_half_open(self) -> None:
+        """While half-open, keep one dedicated probe in flight (if a probe slot is free)."""
+        if self._probing or not self.running:
+            return
+        probe = self.machine.try_acquire_probe(self._clock.seconds())
+        if probe is None:
+            return
+        self._probing = True
+
+        def answered(outcome_and_error: tuple[str, BaseException | None]) -> None:
+            self._probing = False  # the next one goes with the next sample, not at once: never a tight loop
+            self._report_probe(Admission(True, probe), outcome_and_error[1])
+
+        self._check(PROBE, [], with_error=True).addCallback(answered)
+
+    def _check(self, name: str, slow_calls: list[str], *, with_error: bool = False) -> Deferred:
+        """Send the breaker's own ``SELECT 1`` bounded by ``probe_timeout_s``; fires with its outcome
+        (answered, unanswered or no_connection) — and the error, with ``with_error``. Never fails."""
+
+        async def ask() -> Any:
+            pending = self._db.submit_interaction(name, select_one_txn)
+            error: BaseException | None = None
+            try:
+                await self._bounded(pending, self.probe_timeout_s, self.probe_timeout_s)
+                outcome = "answered"
+            except Exception as failed:  # the outcome is the answer; nothing waits on this but the breaker
+                error = failed
+                outcome = "no_connection" if verdict(failed) is None else (
+                    "answered" if verdict(failed) == SUCCESS else "unanswered")
+            self._metrics.breaker_checks.labels(BREAKER_NAME, name, outcome).inc()
+            BREAKER_CHECK.log(breaker_name=BREAKER_NAME, check=name, outcome=outcome, slow_calls=slow_calls)
+            return (outcome, error) if with_error else outcome
+
+        return ensureDeferred(ask())
 
     # ---- callers -------------------------------------------------------------------------------
 
@@ -166,7 +257,8 @@ class DbBreaker(Service):
         """
         admission = self._admit(request_class)
         try:
-            result = await self._bounded(self._db.submit_interaction(name, fn, *args))
+            result = await self._bounded(self._db.submit_interaction(name, fn, *args), self._conn_timeout_s,
+                                         self.deadline_s)
         except BaseException as error:  # re-raised: only the probe's outcome is noted
             self._report_probe(admission, error)
             raise
@@ -188,9 +280,10 @@ class DbBreaker(Service):
             raise BreakerOpen(retry_after_header_s(self.machine.retry_after_s(now)), self.machine.open_reason)
         return admission
 
-    def _bounded(self, pending: PendingInteraction) -> Deferred:
-        """What the caller awaits for ``pending``: its result, or ``PoolTimeout`` / ``DatabaseTimeout``."""
-        clock, submitted_at, deadline_s = self._clock, self._clock.seconds(), self.deadline_s or 0.0
+    def _bounded(self, pending: PendingInteraction, conn_timeout_s: float, deadline_s: float | None) -> Deferred:
+        """What the caller awaits for ``pending``: its result, or ``PoolTimeout`` (no connection within
+        ``conn_timeout_s``) / ``DatabaseTimeout`` (no answer within ``deadline_s``; None: unbounded)."""
+        clock, submitted_at = self._clock, self._clock.seconds()
         withdrawn = expired = False
         waiter: Deferred = Deferred(lambda _: pending.deferred.cancel())
 
@@ -206,7 +299,7 @@ class DbBreaker(Service):
             expired = True
             self._metrics.db_deadline_timeouts.labels(pending.name).inc()
             self.machine.record_failure(clock.seconds(), TIMEOUT)  # the observer only hears of it when it ends
-            waiter.errback(DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s))
+            waiter.errback(DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s or 0.0))
 
         def relay(result: object) -> None:
             for timer in timers:
@@ -221,17 +314,16 @@ class DbBreaker(Service):
             if isinstance(result, Failure):
                 if withdrawn and result.check(CancelledError):
                     self._metrics.db_pool_timeouts.labels(pending.name).inc()
-                    waiter.errback(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, self._conn_timeout_s))
+                    waiter.errback(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
                 else:
                     waiter.errback(result)
             else:
                 waiter.callback(result)
             return None
 
-        conn_timer = clock.callLater(self._conn_timeout_s, give_up_waiting)
-        timers = [conn_timer]
-        if self.deadline_s is not None:
-            timers.append(clock.callLater(self.deadline_s, past_deadline))
+        timers = [clock.callLater(conn_timeout_s, give_up_waiting)]
+        if deadline_s is not None:
+            timers.append(clock.callLater(deadline_s, past_deadline))
         pending.deferred.addBoth(relay)
         return waiter
 
@@ -267,6 +359,8 @@ class DbBreaker(Service):
             "mode": machine.mode,
             "open_reason": machine.open_reason,
             "probes_in_flight": machine.probes_in_flight,
+            "open_period_s": machine.open_period_s,
+            "slow_call_threshold_s": self._slow_s,
             "transitions": [
                 {"at": t.at, "from": t.from_state, "to": t.to_state, "reason": t.reason, "detail": t.detail}
                 for t in machine.transitions
@@ -279,6 +373,8 @@ class DbBreaker(Service):
         outcome = verdict(None if failure is None else failure.value)
         now = self._clock.seconds()
         if outcome == SUCCESS:
+            if self._slow_s is not None and hold_s >= self._slow_s:
+                return  # a slow call is no proof of health (it was counted as slow while it ran)
             self.machine.record_success(now)
         elif outcome is not None:
             self.machine.record_failure(now, outcome)

@@ -101,7 +101,7 @@ class Answer:
 
     @property
     def steadily(self) -> str:
-        """The breaker's state throughout the request ('' when it changed meanwhile)."""
+        """The breaker's state when sent and when answered ('' when they differ; see ``Stack.steady_state``)."""
         return self.breaker_state if self.breaker_state == self.state_after else ""
 
     @property
@@ -193,6 +193,12 @@ class Stack:
     def transitions(self) -> list[dict[str, Any]]:
         """The breaker's recent transitions, oldest first."""
         return self.breaker.describe()["transitions"]
+
+    def steady_state(self, answer: Answer) -> str:
+        """The breaker's state throughout ``answer``'s request: '' if it changed at any time in between
+        (open periods are short, so open → half-open → open can happen within one request)."""
+        during = [t for t in self.transitions() if answer.sent_at <= t["at"] <= answer.answered_at]
+        return "" if during else answer.steadily
 
     def metric(self, sample_name: str, **labels: str) -> float:
         """Sum of the samples of ``sample_name`` whose labels include ``labels`` (0 when there are none)."""

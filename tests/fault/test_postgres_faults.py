@@ -22,7 +22,7 @@ import pytest_twisted
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
-from tenantsvc.core.breaker import BreakerConfig
+from tenantsvc.service import PRODUCTION_BREAKER
 from tests.support.postgres import quote_ident
 from tests.fault.stack import (
     CREDIT,
@@ -47,8 +47,9 @@ CONN_TIMEOUT_S = 1.0
 DEADLINE_S = 2.5  # DB_CONN_TIMEOUT 1 s + DB_STATEMENT_TIMEOUT 1 s + the breaker's 0.5 s margin
 SLACK_S = 0.75  # reactor scheduling and loopback HTTP on top of a bound (client and server share a reactor)
 FAST_S = 0.5  # "well under DB_CONN_TIMEOUT": a refusal that did not wait for a connection
-PROBE_BUDGET = BreakerConfig().half_open_max_probes
-OPEN_DURATION_S = BreakerConfig().open_duration_s
+PROBE_BUDGET = PRODUCTION_BREAKER.half_open_max_probes
+OPEN_DURATION_S = PRODUCTION_BREAKER.open_duration_max_s  # the longest open period
+SLOW_CALL_S = 1.0  # DB_SLOW_CALL_THRESHOLD's default, also the breaker's probe timeout
 MIXED = {PUBLIC: 2, READ_THEME: 1, READ_TENANTS: 1, CREDIT: 2, PUT_THEME: 1}
 THEME_COLOURS = {SAVED_THEME["primaryColor"], OTHER_THEME["primaryColor"]}
 
@@ -186,7 +187,7 @@ async def test_a_postgres_crash_never_turns_into_500s_hangs_or_lost_writes(postg
         assert read.status == 503 or read.headers.get("cache-status", "").endswith("detail=db-refused"), read
     # Writes refused by the open breaker: fast, without waiting for a connection.
     refused = [a for a in traffic.of(CREDIT, PUT_THEME, since=down[0], until=restarted_at)
-               if a.steadily == "open" and a.status == 503]
+               if stack.steady_state(a) == "open" and a.status == 503]
     assert refused and all(cause(a) == "breaker_open" for a in refused), refused[:3]
     assert max(a.elapsed_s for a in refused) < FAST_S, latency_figures(refused)
     # Half-open after the restart: no more DB calls at once than the probe budget, then closed.
@@ -254,9 +255,10 @@ async def test_a_frozen_postgres_never_keeps_a_request_waiting_past_the_bounds(p
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_frozen_postgres_opens_the_breaker_through_deadline_timeouts_alone(postgres_server,
-                                                                                   postgres_database_url):
-    """With connections to spare there is no pool pressure: only the overall deadline can tell."""
+async def test_a_frozen_postgres_with_connections_to_spare_opens_the_breaker_on_slow_calls_before_any_deadline(
+        postgres_server, postgres_database_url):
+    """With connections to spare there is no pool pressure: the calls still running past the slow-call
+    threshold tell (before, only their overall deadlines did)."""
     from twisted.internet import reactor
 
     async with fault_stack(postgres_server, postgres_database_url, DB_WEB_POOL_MAX="16") as stack:
@@ -267,7 +269,7 @@ async def test_a_frozen_postgres_opens_the_breaker_through_deadline_timeouts_alo
             await deferToThread(postgres_server.pause)
             opened = await eventually(lambda: transition_after(stack, frozen_at, "open"), within_s=DEADLINE_S + 3,
                                       what="the breaker to open while Postgres is frozen")
-            await sleep(1.0)
+            await sleep(DEADLINE_S + 0.5)  # the stuck calls reach their deadlines; new ones meet the open breaker
             resumed_at = reactor.seconds()
             await deferToThread(postgres_server.resume)
             await eventually(lambda: [a for a in traffic.of(CREDIT, since=resumed_at) if a.status == 200],
@@ -278,9 +280,11 @@ async def test_a_frozen_postgres_opens_the_breaker_through_deadline_timeouts_alo
         figures = await assert_writes_accounted_for(stack, traffic)
 
     assert_every_answer_is_well_formed(traffic)
-    assert (opened["reason"], opened["detail"]) == ("failures", "timeout"), opened
-    assert DEADLINE_S - 0.25 <= opened["at"] - frozen_at < DEADLINE_S + SLACK_S  # stuck calls' deadlines
-    refused = [a for a in traffic.of(CREDIT, since=opened["at"], until=resumed_at) if a.steadily == "open"]
+    # Five calls stuck at once pass the slow-call threshold together: five slow-call failures, well before
+    # any deadline (with fewer callers the liveness check opens it one probe timeout later).
+    assert (opened["reason"], opened["detail"]) in {("failures", "slow_call"), ("failures", "unresponsive")}, opened
+    assert SLOW_CALL_S - 0.1 <= opened["at"] - frozen_at < 2 * SLOW_CALL_S + SLACK_S
+    refused = [a for a in traffic.of(CREDIT, since=opened["at"], until=resumed_at) if stack.steady_state(a) == "open"]
     assert refused and all(cause(a) == "breaker_open" and a.elapsed_s < FAST_S for a in refused), refused[:3]
     slowest = max(traffic.answers, key=lambda a: a.elapsed_s)
     assert slowest.elapsed_s < DEADLINE_S + SLACK_S, slowest
@@ -313,8 +317,7 @@ async def test_a_saturated_pool_sheds_reads_keeps_public_fast_and_admits_writes_
             opened = await eventually(lambda: transition_after(stack, saturated_at, "open"), within_s=2,
                                       what="the breaker to open on pool pressure")
             await gatherResults(holders)
-            released_at = reactor.seconds()
-            closed = await eventually(lambda: transition_after(stack, released_at, "closed"),
+            closed = await eventually(lambda: transition_after(stack, opened["at"], "closed"),
                                       within_s=OPEN_DURATION_S * 2, what="the breaker to close again")
             await sleep(0.3)
         finally:
@@ -329,12 +332,13 @@ async def test_a_saturated_pool_sheds_reads_keeps_public_fast_and_admits_writes_
     public = traffic.of(PUBLIC, since=while_open[0], until=while_open[1])
     assert public and max(a.elapsed_s for a in public) < FAST_S, latency_figures(public)
     reads = [a for a in traffic.of(READ_THEME, READ_TENANTS, since=while_open[0], until=while_open[1])
-             if a.steadily == "open"]
+             if stack.steady_state(a) == "open"]
     assert reads
     for read in reads:
         assert cause(read) == "breaker_open" or read.headers.get("cache-status", "").endswith("detail=db-refused"), read
         assert read.elapsed_s < FAST_S, read
-    writes = [a for a in traffic.of(CREDIT, since=while_open[0], until=while_open[1]) if a.steadily == "open"]
+    # Writes sent while it was open on pressure (admitted then: what happens after cannot undo that).
+    writes = [a for a in traffic.of(CREDIT, since=while_open[0], until=while_open[1]) if a.breaker_state == "open"]
     admitted = [a for a in writes if a.status == 200]
     timed_out = [a for a in writes if cause(a) == "pool_timeout"]
     assert admitted, f"no write got through while the breaker was open on pressure: {summary(writes)}"

@@ -19,10 +19,28 @@ from tenantsvc.adapters.db.errors import (
     StatementTimeout,
 )
 from tenantsvc.adapters.db.pool import PoolSnapshot
-from tenantsvc.core.breaker import CLOSED, CONNECTION_ERROR, HALF_OPEN, OPEN, READ, TIMEOUT, WRITE, BreakerConfig
+from tenantsvc.core.breaker import (
+    BACKGROUND,
+    CLOSED,
+    CONNECTION_ERROR,
+    HALF_OPEN,
+    OPEN,
+    READ,
+    TIMEOUT,
+    WRITE,
+    BreakerConfig,
+)
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.service import build_components
-from tenantsvc.services.db_guard import DEADLINE_MARGIN_S, SAMPLE_INTERVAL_S, SUCCESS, DbBreaker, verdict
+from tenantsvc.services.db_guard import (
+    DEADLINE_MARGIN_S,
+    LIVENESS_CHECK,
+    PROBE,
+    SAMPLE_INTERVAL_S,
+    SUCCESS,
+    DbBreaker,
+    verdict,
+)
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout, ServiceUnavailable
 from tenantsvc.web.errors import to_api_error
 from tests.support.web_harness import ThreadlessConnectionPool, harness_settings
@@ -32,6 +50,7 @@ CONN_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 3.0
 DEADLINE_S = CONN_TIMEOUT_S + STATEMENT_TIMEOUT_S + DEADLINE_MARGIN_S
 OPEN_DURATION_S = 5.0
+SLOW_CALL_S = 1.0
 
 
 class FakePending:
@@ -41,6 +60,8 @@ class FakePending:
         self.db = db
         self.name = name
         self.began = False
+        self.began_at = 0.0
+        self.reported_overdue = False
         self.withdrawn = False
         self.deferred: Deferred = Deferred(lambda d: setattr(self, "withdrawn", not self.began))
 
@@ -54,6 +75,7 @@ class FakePending:
     def begin(self) -> None:
         assert not self.withdrawn, "a withdrawn interaction must never begin"
         self.began = True
+        self.began_at = self.db.clock.seconds() if self.db.clock is not None else 0.0
 
     def finish(self, outcome: Any = "done") -> None:
         """Observers first, then the caller, as the real Database does."""
@@ -69,10 +91,26 @@ class FakePending:
 class FakeDatabase:
     """Implements what DbBreaker needs; every interaction waits for the test to drive it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None) -> None:
+        self.clock = clock
         self.pool = PoolSnapshot(size=20, in_use=0, waiting=0)
         self.observers: list[Callable[..., None]] = []
         self.pending: list[FakePending] = []
+
+    def named(self, name: str) -> list[FakePending]:
+        """The interactions submitted under ``name``, oldest first."""
+        return [pending for pending in self.pending if pending.name == name]
+
+    def overdue(self, threshold_s: float) -> list[str]:
+        """Like ``Database.overdue``: begun, unfinished, held ``threshold_s`` or more, each named once."""
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        found = []
+        for pending in self.pending:
+            if (pending.began and not pending.deferred.called and not pending.reported_overdue
+                    and now - pending.began_at >= threshold_s):
+                pending.reported_overdue = True
+                found.append(pending.name)
+        return found
 
     def snapshot(self) -> PoolSnapshot:
         return self.pool
@@ -88,9 +126,9 @@ class FakeDatabase:
     def run_interaction(self, name: str, fn: Any, *args: Any) -> Deferred:
         return self.submit_interaction(name, fn, *args).deferred
 
-    def finish(self, name: str, failure: Failure | None) -> None:
+    def finish(self, name: str, failure: Failure | None, hold_s: float = 0.002) -> None:
         for observer in self.observers:
-            observer(name, 0.001, 0.002, failure)
+            observer(name, 0.001, hold_s, failure)
 
     def interaction_ends(self, outcome: Any, name: str = "other") -> None:
         """An interaction not run through the breaker finishes (the observer feed)."""
@@ -104,13 +142,13 @@ def noop_txn(txn: Any) -> None:
 class Env:
     """A started DbBreaker on a Clock, its fake Database and its own metrics registry."""
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, slow_call_threshold_s: float = SLOW_CALL_S, **config: Any) -> None:
         self.clock = Clock()
         self.clock.advance(1_000)
-        self.db = FakeDatabase()
+        self.db = FakeDatabase(self.clock)
         self.metrics = Metrics(CollectorRegistry(), "web")
         self.breaker = DbBreaker(self.db, self.clock, self.metrics, conn_timeout_s=CONN_TIMEOUT_S,
-                                 statement_timeout_s=STATEMENT_TIMEOUT_S,
+                                 statement_timeout_s=STATEMENT_TIMEOUT_S, slow_call_threshold_s=slow_call_threshold_s,
                                  config=BreakerConfig(open_duration_s=OPEN_DURATION_S, **config))
         self.breaker.startService()
 
@@ -134,11 +172,14 @@ class Env:
             self.db.interaction_ends(DatabaseUnavailable("OperationalError"))
         assert self.state == OPEN
 
-    def half_open(self) -> None:
+    def half_open(self) -> FakePending:
+        """Open on pressure, calm down, wait out the open period: half-open, with the breaker's own probe sent."""
         self.pressure(20)
         self.pressure(0)
         self.clock.advance(OPEN_DURATION_S)
         assert self.state == HALF_OPEN
+        (probe,) = self.db.named(PROBE)
+        return probe
 
 
 @pytest.fixture
@@ -254,41 +295,168 @@ def test_when_the_db_is_failing_writes_fail_fast_with_retry_after(env):
     assert env.db.pending == []
 
 
-def test_half_open_admits_only_its_probe_budget_then_closes_on_success(env):
-    env.half_open()
-    first, second = env.run(READ), env.run(WRITE)
+def test_half_open_sends_its_own_probe_and_admits_users_up_to_the_probe_budget(env):
+    own = env.half_open()
+    user = env.run(READ)  # the second of the two probe slots
     refusal(env.run(READ))
     refusal(env.run(WRITE))
-    assert len(env.db.pending) == 2
-    for pending in env.db.pending:
+    assert [p.name for p in env.db.pending] == [PROBE, "work"]
+    for pending in list(env.db.pending):
         pending.begin()
         pending.finish("ok")
-    assert (first.result, second.result) == ("ok", "ok")
+    assert user.result == "ok"
     assert env.state == CLOSED
     assert env.breaker.machine.reason == "recovered"
     assert env.metric("circuit_breaker_state", breaker_name="db_pool") == 0
+    assert env.metric("circuit_breaker_checks_total", breaker_name="db_pool", check=PROBE, outcome="answered") == 1
+    assert own.began
 
 
-def test_a_failed_probe_reopens_and_the_caller_sees_the_error(env):
+def test_the_breaker_recovers_with_its_own_probes_alone_when_nobody_calls(env):
+    first = env.half_open()
+    first.begin()
+    first.finish("ok")
+    assert len(env.db.named(PROBE)) == 1
+    env.clock.advance(SAMPLE_INTERVAL_S)  # the next one goes with the next sample
+    second = env.db.named(PROBE)[1]
+    second.begin()
+    second.finish("ok")
+    assert env.state == CLOSED and len(env.db.named(PROBE)) == 2
+
+
+def test_background_work_is_refused_while_half_open_and_never_takes_a_probe_slot(env):
+    env.half_open()
+    refusal(env.run(BACKGROUND, "theme_refresh"))
+    user = env.run(READ)
+    assert [p.name for p in env.db.pending] == [PROBE, "work"] and not user.called
+    assert env.metric("circuit_breaker_rejections_total", breaker_name="db_pool", request_class="background") == 1
+
+
+def test_background_work_is_refused_even_when_the_breaker_opened_on_pressure(env):
+    env.pressure(18)
+    env.pressure(18)
+    assert env.state == OPEN
+    refusal(env.run(BACKGROUND))
+    env.run(WRITE)  # a critical write still goes through
+    assert [p.name for p in env.db.pending] == ["work"]
+
+
+def test_a_failed_probe_reopens_for_longer_and_a_user_probe_sees_its_error():
+    env = Env(open_duration_max_s=4 * OPEN_DURATION_S)
+    own = env.half_open()
+    user = env.run(READ)
+    env.db.named("work")[0].begin()
+    env.db.named("work")[0].finish(DatabaseUnavailable("still down"))
+    refusal(user, DatabaseUnavailable)
+    assert (env.state, env.breaker.machine.reason) == (OPEN, "probe_failed")
+    assert env.breaker.machine.open_period_s == 2 * OPEN_DURATION_S
+    refusal(env.run(WRITE))
+    own.begin()
+    own.finish(DatabaseUnavailable("still down"))  # a stale probe of the last half-open period: ignored
+    assert env.breaker.machine.open_period_s == 2 * OPEN_DURATION_S
+    env.clock.advance(2 * OPEN_DURATION_S)
+    assert env.state == HALF_OPEN
+    retry = env.db.named(PROBE)[1]
+    retry.begin()
+    env.clock.advance(SLOW_CALL_S)  # the probe's own timeout: no answer is a failure
+    assert env.state == OPEN and env.breaker.machine.open_period_s == 4 * OPEN_DURATION_S
+    env.clock.advance(4 * OPEN_DURATION_S)
+    third = env.db.named(PROBE)[2]
+    third.begin()
+    third.finish("ok")
+    env.clock.advance(SAMPLE_INTERVAL_S)
+    fourth = env.db.named(PROBE)[3]
+    fourth.begin()
+    fourth.finish("ok")
+    assert env.state == CLOSED and env.breaker.machine.open_period_s == OPEN_DURATION_S  # reset on close
+
+
+def test_a_probe_that_never_got_a_connection_frees_its_slot_and_is_sent_again():
+    env = Env(half_open_max_probes=1)
+    own = env.half_open()
+    refusal(env.run(READ))  # the only slot is the breaker's own probe
+    env.clock.advance(SLOW_CALL_S)  # no connection within the probe timeout: withdrawn, no verdict
+    assert own.withdrawn and env.state == HALF_OPEN
+    assert env.metric("circuit_breaker_checks_total", breaker_name="db_pool", check=PROBE,
+                      outcome="no_connection") == 1
+    env.clock.advance(SAMPLE_INTERVAL_S)
+    assert len(env.db.named(PROBE)) == 2  # sent again with the next sample
+
+
+def test_a_user_probe_past_the_deadline_reopens_the_breaker():
+    env = Env()
     env.half_open()
     probe = env.run(READ)
-    env.db.pending[0].begin()
-    env.db.pending[0].finish(DatabaseUnavailable("still down"))
-    refusal(probe, DatabaseUnavailable)
+    env.db.named("work")[0].begin()
+    env.clock.advance(DEADLINE_S)
+    refusal(probe, DatabaseTimeout)
     assert (env.state, env.breaker.machine.reason) == (OPEN, "probe_failed")
-    refusal(env.run(WRITE))
+    assert env.breaker.machine.transitions[-1].detail == TIMEOUT
 
 
-def test_a_probe_that_never_reached_the_db_frees_its_slot():
-    env = Env(half_open_max_probes=1)
-    env.half_open()
-    probe = env.run(WRITE)
-    refusal(env.run(READ))
-    env.clock.advance(CONN_TIMEOUT_S)
-    refusal(probe, PoolTimeout)
-    assert env.state == HALF_OPEN
-    env.run(READ)
-    assert len(env.db.pending) == 2
+# ---- slow calls ------------------------------------------------------------------------------
+
+
+def test_a_call_past_the_slow_threshold_is_a_failure_while_it_runs_and_sends_a_liveness_check(env):
+    call = env.run(WRITE, "credit_wallet")
+    env.db.pending[0].begin()
+    env.clock.advance(SLOW_CALL_S - SAMPLE_INTERVAL_S)
+    assert env.db.named(LIVENESS_CHECK) == []
+    env.clock.advance(SAMPLE_INTERVAL_S)
+    assert env.metric("db_slow_calls_total", name="credit_wallet") == 1
+    assert env.breaker.machine._consecutive_failures == 1
+    (check,) = env.db.named(LIVENESS_CHECK)
+    check.begin()
+    check.finish("ok")  # the database answers: the call was merely slow
+    assert env.state == CLOSED and env.breaker.machine._consecutive_failures == 0
+    env.clock.advance(SLOW_CALL_S)
+    assert env.metric("db_slow_calls_total", name="credit_wallet") == 1  # counted once
+    env.db.pending[0].finish("committed")
+    assert call.result == "committed"
+
+
+def test_a_slow_call_and_an_unanswered_liveness_check_open_the_breaker_at_once(env, eliot_messages):
+    env.run(WRITE, "credit_wallet")
+    env.db.pending[0].begin()  # Postgres frozen (SIGSTOP): no answer will come
+    env.clock.advance(SLOW_CALL_S)
+    (check,) = env.db.named(LIVENESS_CHECK)
+    check.begin()
+    env.clock.advance(SLOW_CALL_S)
+    assert env.state == OPEN
+    transition = env.breaker.machine.transitions[-1]
+    assert (transition.reason, transition.detail) == ("failures", "unresponsive")
+    assert env.metric("circuit_breaker_checks_total", breaker_name="db_pool", check=LIVENESS_CHECK,
+                      outcome="unanswered") == 1
+    checks = [m for m in eliot_messages if m.get("message_type") == "tenantsvc:breaker:check"]
+    assert [(m["check"], m["outcome"], m["slow_calls"]) for m in checks] == [
+        (LIVENESS_CHECK, "unanswered", ["credit_wallet"])]
+    refusal(env.run(WRITE))  # the DB is not answering: writes fail fast
+
+
+def test_a_liveness_check_without_a_free_connection_says_nothing(env):
+    env.run(WRITE, "long_report")
+    env.db.pending[0].begin()
+    env.clock.advance(SLOW_CALL_S)
+    (check,) = env.db.named(LIVENESS_CHECK)
+    env.clock.advance(SLOW_CALL_S)  # never got a connection: the pool is busy, which pressure judges
+    assert check.withdrawn and env.state == CLOSED
+
+
+def test_a_slow_call_that_succeeds_is_no_success():
+    env = Env()
+    for _ in range(4):
+        env.db.interaction_ends(DatabaseUnavailable("x"))
+    env.db.finish("slow_but_fine", None, hold_s=SLOW_CALL_S + 0.1)
+    env.db.interaction_ends(DatabaseUnavailable("x"))
+    assert env.state == OPEN
+
+
+def test_slow_call_detection_is_off_at_zero():
+    env = Env(slow_call_threshold_s=0)
+    env.run(WRITE)
+    env.db.pending[0].begin()
+    env.clock.advance(60 * SLOW_CALL_S)
+    assert env.db.named(LIVENESS_CHECK) == [] and env.metric("db_slow_calls_total", name="work") == 0
 
 
 # ---- bounded waits --------------------------------------------------------------------------
@@ -383,7 +551,8 @@ def test_a_late_failure_is_logged_and_never_left_unhandled(env, eliot_messages):
     assert [m["outcome"] for m in late] == ["DatabaseUnavailable"]
 
 
-def test_deadline_timeouts_open_the_breaker_and_later_writes_fail_fast(env):
+def test_deadline_timeouts_open_the_breaker_and_later_writes_fail_fast():
+    env = Env(slow_call_threshold_s=0)  # the deadline alone (slow calls would open it sooner)
     calls = [env.run(WRITE) for _ in range(5)]
     for pending in env.db.pending:
         pending.begin()
@@ -394,17 +563,6 @@ def test_deadline_timeouts_open_the_breaker_and_later_writes_fail_fast(env):
     assert (env.breaker.machine.open_reason, env.breaker.machine.transitions[-1].detail) == ("failures", TIMEOUT)
     refusal(env.run(WRITE))
     assert len(env.db.pending) == 5
-
-
-def test_a_probe_past_the_deadline_reopens_the_breaker():
-    env = Env()
-    env.half_open()
-    probe = env.run(READ)
-    env.db.pending[0].begin()
-    env.clock.advance(DEADLINE_S)
-    refusal(probe, DatabaseTimeout)
-    assert (env.state, env.breaker.machine.reason) == (OPEN, "probe_failed")
-    assert env.breaker.machine.transitions[-1].detail == TIMEOUT
 
 
 def test_the_timers_are_cleared_once_the_call_finished(env):
@@ -470,8 +628,10 @@ def test_describe_reports_state_mode_and_recent_transitions(env):
     env.open_on_failures()
     env.clock.advance(OPEN_DURATION_S)
     report = env.breaker.describe()
-    assert {k: report[k] for k in ("name", "state", "mode", "open_reason", "probes_in_flight")} == {
-        "name": "db_pool", "state": "half_open", "mode": "auto", "open_reason": "failures", "probes_in_flight": 0}
+    assert {k: report[k] for k in ("name", "state", "mode", "open_reason", "probes_in_flight", "open_period_s",
+                                   "slow_call_threshold_s")} == {
+        "name": "db_pool", "state": "half_open", "mode": "auto", "open_reason": "failures", "probes_in_flight": 1,
+        "open_period_s": OPEN_DURATION_S, "slow_call_threshold_s": SLOW_CALL_S}
     assert [(t["from"], t["to"], t["reason"], t["detail"]) for t in report["transitions"]] == [
         ("closed", "open", "failures", "connection_error"), ("open", "half_open", "cooldown", "")]
     assert report["transitions"][1]["at"] - report["transitions"][0]["at"] == pytest.approx(OPEN_DURATION_S)
