@@ -31,6 +31,7 @@ from tenantsvc.services.settlement import SettlementService
 from tenantsvc.services.rate_limiting import RateLimiters, build_rate_limiters
 from tenantsvc.services.sessions import SessionService
 from tenantsvc.services.db_guard import DbBreaker
+from tenantsvc.services.redis_guard import RedisBreaker, redis_breaker_config
 from tenantsvc.adapters.db.pgbouncer_admin import pgbouncer_pools_probe
 from tenantsvc.services.health import HealthReport
 from tenantsvc.services.registry import TenantRegistry
@@ -206,6 +207,7 @@ class Components:
     players: Players
     sportsbook: Sportsbook
     redis: Any = None
+    redis_breaker: RedisBreaker | None = None
     subscriber: Any = None
     root: Any = None
     site: Any = None
@@ -227,11 +229,9 @@ def build_components(settings: Settings, reactor: Any, *,
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
     tenant_registry = TenantRegistry()
-    redis = l2
+    redis, redis_breaker = l2, None
     if redis is None and settings.redis is not None:
-        from tenantsvc.adapters.redis import RedisClient
-
-        redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
+        redis, redis_breaker = build_redis(settings, reactor, metrics)
     breaker = DbBreaker(db, reactor, metrics, config=PRODUCTION_BREAKER, conn_timeout_s=settings.db_conn_timeout_s,
                         statement_timeout_s=settings.db_statement_timeout_ms / 1000)
     reads, writes = breaker.runner(READ), breaker.runner(WRITE)
@@ -252,7 +252,24 @@ def build_components(settings: Settings, reactor: Any, *,
                       db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
                       themes=themes, tenants=tenants, players=players,
                       sportsbook=build_sportsbook(settings, reactor, metrics, reads, writes),
-                      redis=redis, subscriber=subscriber)
+                      redis=redis, redis_breaker=redis_breaker, subscriber=subscriber)
+
+
+def build_redis(settings: Settings, reactor: Any, metrics: Metrics) -> tuple[Any, RedisBreaker]:
+    """The client of ``REDIS_URL`` and the circuit breaker that guards every one of its calls (issue 10, item 4).
+
+    The breaker's PING probe may wait for a pool slot to reconnect (``RECONNECT_WITHIN_S``), so the first
+    probe after Redis comes back finds it even if every connection had been dropped meanwhile.
+    """
+    from tenantsvc.adapters.redis import RECONNECT_WITHIN_S, RedisClient
+
+    assert settings.redis is not None
+    client = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
+    breaker = RedisBreaker(reactor, metrics, probe_timeout_s=max(settings.redis_timeout_s, RECONNECT_WITHIN_S),
+                           config=redis_breaker_config(settings.redis_breaker_failures, settings.redis_breaker_open_s,
+                                                       settings.redis_breaker_open_max_s))
+    breaker.protect(client)
+    return client, breaker
 
 
 def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], dict] | None = None) -> None:
@@ -279,7 +296,8 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
                           breaker=components.breaker.describe,
                           sessions_count=players.sessions.count if settings.serves_web else None,
                           pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor),
-                          odds_feed=odds_feed)
+                          odds_feed=odds_feed,
+                          redis_breaker=components.redis_breaker.describe if components.redis_breaker else None)
     operational = operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
                                        registry=components.registry, detailed_check=report.check)
     if settings.serves_web:
@@ -325,7 +343,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     components.breaker.setServiceParent(top)
     if hasattr(components.players.passwords, "setServiceParent"):
         components.players.passwords.setServiceParent(top)
-    for redis_service in (components.redis, components.subscriber):
+    for redis_service in (components.redis, components.redis_breaker, components.subscriber):
         if redis_service is not None:
             redis_service.setServiceParent(top)
     log_message("tenantsvc:startup", role=settings.role, listen=settings.listen,
