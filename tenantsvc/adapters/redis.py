@@ -90,7 +90,9 @@ class CallGuard(Protocol):
         """What ``refusal`` would answer now, without counting anything."""
 
     def sent(self, waiter: Deferred, command: str) -> None:
-        """``command`` was sent; its caller awaits ``waiter``, which the guard may fail early (RedisUnavailable)."""
+        """``command`` was sent and waits for its reply; the guard may fail ``waiter`` early (RedisUnavailable).
+
+        A call answered at once is only ``finished``."""
 
     def finished(self, waiter: Deferred, verdict: str | None) -> None:
         """The call behind ``waiter`` ended with ``verdict`` (see ``verdict``)."""
