@@ -259,8 +259,9 @@ def figures(answers: list[Answer]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for a in answers:
         statuses[str(a.status)] = statuses.get(str(a.status), 0) + 1
-    return {"n": len(values), "statuses": dict(sorted(statuses.items())), "median_ms": round(statistics.median(values), 1),
-            "max_ms": round(values[-1], 1), "malformed": sum(not a.well_formed for a in answers)}
+    return {"n": len(values), "statuses": dict(sorted(statuses.items())),
+            "median_ms": round(statistics.median(values), 1), "max_ms": round(values[-1], 1),
+            "malformed": sum(not a.well_formed for a in answers)}
 
 
 def measure(args: argparse.Namespace, children: Children, workdir: Path) -> dict[str, Any]:
@@ -311,7 +312,8 @@ def measure(args: argparse.Namespace, children: Children, workdir: Path) -> dict
     table = {kind: {phase: figures([a for a in answers if a.kind == kind and phase_of(a) == phase])
                     for phase in phases} for kind in KINDS}
     return {"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "code_dir": args.code_dir or str(REPO), "freeze_s": args.freeze, "loops": {k: getattr(args, k) for k in KINDS},
+            "code_dir": args.code_dir or str(REPO), "freeze_s": args.freeze,
+            "loops": {k: getattr(args, k) for k in KINDS},
             "phases": {name: [round(start, 3), round(end, 3) if end != float("inf") else None]
                        for name, (start, end) in phases.items()},
             "table": table, "first_success_after_thaw_s": recovered, "metrics": metrics,

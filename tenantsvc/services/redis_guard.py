@@ -50,7 +50,7 @@ from tenantsvc.core.breaker import (
     retry_after_header_s,
 )
 from tenantsvc.obs.metrics import Metrics
-from tenantsvc.services.db_guard import BREAKER_TRANSITION
+from tenantsvc.services.breaker_view import describe_machine, record_transition
 
 BREAKER_NAME = "redis"
 PROBE_INTERVAL_S = 0.1
@@ -146,22 +146,11 @@ class RedisBreaker(Service):
         return retry_after_header_s(self.machine.retry_after_s(self._clock.seconds()))
 
     def describe(self) -> dict[str, Any]:
-        """The breaker for ``/health/detailed``: state, open reason and period, probes, last transitions."""
-        machine = self.machine
-        machine.advance(self._clock.seconds())
-        return {
-            "name": BREAKER_NAME,
-            "state": machine.state,
-            "mode": machine.mode,
-            "open_reason": machine.open_reason,
-            "open_duration_s": machine.open_duration_s,
-            "retry_after_s": None if machine.state == CLOSED else self.retry_after_s(),
-            "probes_in_flight": machine.probes_in_flight,
-            "transitions": [
-                {"at": t.at, "from": t.from_state, "to": t.to_state, "reason": t.reason, "detail": t.detail}
-                for t in machine.transitions
-            ],
-        }
+        """The breaker for ``/health/detailed``: state, open reason and period, Retry-After, probes, transitions."""
+        described = describe_machine(BREAKER_NAME, self.machine, self._clock.seconds())
+        described["open_duration_s"] = self.machine.open_duration_s
+        described["retry_after_s"] = None if self.machine.state == CLOSED else self.retry_after_s()
+        return described
 
     # ---- service life ----------------------------------------------------------------------------
 
@@ -190,11 +179,7 @@ class RedisBreaker(Service):
     # ---- transitions and probes ------------------------------------------------------------------
 
     def _transitioned(self, transition: Transition) -> None:
-        self._metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[transition.to_state])
-        self._metrics.breaker_transitions.labels(
-            BREAKER_NAME, transition.from_state, transition.to_state, transition.reason).inc()
-        BREAKER_TRANSITION.log(breaker_name=BREAKER_NAME, from_state=transition.from_state,
-                               to_state=transition.to_state, reason=transition.reason, detail=transition.detail)
+        record_transition(self._metrics, BREAKER_NAME, transition)
         if transition.to_state == OPEN:
             self._release_waiting()
             self._schedule_cooldown(transition.at)

@@ -16,8 +16,6 @@ bet answered 201 is in the database, and none answered 503 is. ``-s`` prints the
 
 from __future__ import annotations
 
-import itertools
-import statistics
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -26,14 +24,16 @@ from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.threads import deferToThread
 
 from tenantsvc.adapters.db import odds_store, tenant_store
 from tenantsvc.adapters.redis import RECONNECT_WITHIN_S
 from tenantsvc.core.odds import FeedMatch, OddsSnapshot, Price
 from tenantsvc.services.redis_guard import DEFAULT_CONSECUTIVE_FAILURES
-from tests.fault.stack import BET, LOGIN, ME, PUBLIC, TENANT, Answer, Stack, eventually, sleep, start_stack, summary
+from tests.fault.stack import (
+    BET, LOGIN, ME, PUBLIC, TENANT, Answer, Stack, Traffic, eventually, sleep, start_stack, summary,
+)
+from tests.fault.test_postgres_faults import assert_every_answer_is_well_formed, latency_figures, ms
 from tests.support.fleet import RawRedis
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -41,7 +41,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 TIMEOUT_S = 0.5
 OPEN_S, OPEN_MAX_S = 1.0, 5.0
 # A pool big enough for the player loops (the DB breaker must not be what answers 503 here); limits out of reach.
-REDIS_ENV = {"DB_WEB_POOL_MAX": "10", "REDIS_TIMEOUT": "500ms", "REDIS_BREAKER_OPEN": "1", "REDIS_BREAKER_OPEN_MAX": "5",
+REDIS_ENV = {"DB_WEB_POOL_MAX": "10", "REDIS_TIMEOUT": "500ms", "REDIS_BREAKER_OPEN": "1",
+             "REDIS_BREAKER_OPEN_MAX": "5",
              **{f"RATE_LIMIT_{name}": "100000/100000" for name in ("AUTH", "READ", "WRITE", "LOGIN_CLIENT",
                                                                     "LOGIN_USER")}}
 FROZEN_S = 3.0
@@ -53,29 +54,15 @@ LOOPS = {ME: 4, LOGIN: 2, BET: 2, PUBLIC: 1}
 MATCH = "fault-m1"
 
 
-class PlayerTraffic:
-    """Concurrent loops of player requests (and one public theme loop) until ``stop``; keeps every answer."""
+class PlayerTraffic(Traffic):
+    """``Traffic`` of the player loops of ``LOOPS`` (loop ``i`` of kind ``k`` is player ``k<i>``) and a public one."""
 
-    def __init__(self, stack: Stack, cookies: dict[str, str], *, pause_s: float = 0.02, max_per_loop: int = 3000):
-        self.stack = stack
-        self.answers: list[Answer] = []
-        self._cookies = cookies  # username → session cookie value
-        self._pause_s = pause_s
-        self._max_per_loop = max_per_loop
-        self._stopping = False
-        self._serial = itertools.count()
-        self._loops: list[Deferred] = [ensureDeferred(self._loop(kind, f"{kind}{index}"))
-                                       for kind, count in LOOPS.items() for index in range(count)]
+    def __init__(self, stack: Stack, cookies: dict[str, str]):
+        self._cookies = cookies  # username → session id, for the /me and bet players
+        super().__init__(stack, LOOPS, max_per_loop=3000)
 
-    async def _loop(self, kind: str, username: str) -> None:
-        for _ in range(self._max_per_loop):
-            if self._stopping:
-                return
-            self.answers.append(await self._one(kind, username))
-            await sleep(self._pause_s)
-
-    async def _one(self, kind: str, username: str) -> Answer:
-        stack = self.stack
+    async def _one(self, kind: str, index: int) -> Answer:
+        stack, username = self.stack, f"{kind}{index}"
         cookie = {"Cookie": f"tsid={self._cookies.get(username, '')}"}
         if kind == ME:
             return await stack.request(ME, "GET", f"/{TENANT}/api/me", headers=cookie)
@@ -84,20 +71,13 @@ class PlayerTraffic:
                                        json_body={"username": username, "password": PASSWORD})
         if kind == BET:
             key = f"redis-fault-{uuid.uuid4().hex[:12]}-{next(self._serial)}"
-            answer = await stack.request(BET, "POST", f"/{TENANT}/api/bets", headers={**cookie, "Idempotency-Key": key},
-                                         json_body={"match_id": MATCH, "market": "1x2", "selection": "home",
-                                                    "line": None, "stake_cents": 100, "odds": "2.00"})
+            bet = {"match_id": MATCH, "market": "1x2", "selection": "home", "line": None, "stake_cents": 100,
+                   "odds": "2.00"}
+            answer = await stack.request(BET, "POST", f"/{TENANT}/api/bets",
+                                         headers={**cookie, "Idempotency-Key": key}, json_body=bet)
             answer.key = key
             return answer
         return await stack.request(PUBLIC, "GET", f"/{TENANT}/api/public/load-theme")
-
-    async def stop(self) -> list[Answer]:
-        self._stopping = True
-        await gatherResults(self._loops)
-        return self.answers
-
-    def of(self, *kinds: str, since: float = 0.0, until: float = float("inf")) -> list[Answer]:
-        return [a for a in self.answers if a.kind in kinds and since <= a.sent_at < until]
 
 
 class Freeze:
@@ -176,21 +156,6 @@ def transition_after(stack: Stack, at: float, to_state: str, from_state: str | N
     return None
 
 
-def metric(stack: Stack, name: str, **labels: str) -> float:
-    return stack.metric(name, **labels)
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
-
-
-def figures(answers: list[Answer]) -> str:
-    if not answers:
-        return "none"
-    values = sorted(a.elapsed_s for a in answers)
-    return f"n={len(values)} median {ms(statistics.median(values))} max {ms(values[-1])}"
-
-
 async def bet_keys_in_database(stack: Stack) -> set[str]:
     rows = await stack.db.run_interaction(
         "bet_keys", lambda txn: txn.all("SELECT idempotency_key FROM bets"))
@@ -209,12 +174,12 @@ async def test_a_frozen_redis_costs_players_one_timeout_then_fast_503s_and_the_b
             await eventually(lambda: {a.kind for a in traffic.answers if a.status in (200, 201)} == set(LOOPS),
                              within_s=10, what="every loop to be served before the fault")
             await sleep(1.0)  # a baseline of ordinary answers
-            fail_open_before = metric(stack, "ratelimit_decisions_total", outcome="fail_open")
+            fail_open_before = stack.metric("ratelimit_decisions_total", outcome="fail_open")
             frozen_at = await freeze.begin()
             opened = await eventually(lambda: transition_after(stack, frozen_at, "open"), within_s=TIMEOUT_S + 3,
                                       what="the Redis breaker to open after the freeze")
             thawed_at = await freeze.hold_then_end(frozen_at)
-            fail_open_during = metric(stack, "ratelimit_decisions_total", outcome="fail_open") - fail_open_before
+            fail_open_during = stack.metric("ratelimit_decisions_total", outcome="fail_open") - fail_open_before
             closed = await eventually(lambda: transition_after(stack, thawed_at, "closed", "half_open"),
                                       within_s=RECOVERY_S, what="the Redis breaker to close after the thaw")
             await eventually(lambda: {a.kind for a in traffic.of(ME, LOGIN, BET, since=closed["at"])
@@ -226,8 +191,7 @@ async def test_a_frozen_redis_costs_players_one_timeout_then_fast_503s_and_the_b
         in_database = await bet_keys_in_database(stack)
 
     answers = traffic.answers
-    problems = [a for a in answers if a.problems]
-    assert not problems, f"{len(problems)} bad answers, e.g. {problems[:5]} ({summary(answers)})"
+    assert_every_answer_is_well_formed(traffic)
     for answer in answers:
         if answer.status == 503:
             assert 1 <= int(answer.headers["retry-after"]) <= OPEN_MAX_S, answer
@@ -236,35 +200,33 @@ async def test_a_frozen_redis_costs_players_one_timeout_then_fast_503s_and_the_b
     assert (opened["from"], opened["reason"], opened["detail"]) == ("closed", "failures", "timeout"), opened
     opened_after_s = opened["at"] - frozen_at
     assert TIMEOUT_S - 0.05 <= opened_after_s <= TIMEOUT_S + SLACK_S, opened_after_s
-    assert metric(stack, "redis_call_failures_total", kind="timeout") >= DEFAULT_CONSECUTIVE_FAILURES
+    assert stack.metric("redis_call_failures_total", kind="timeout") >= DEFAULT_CONSECUTIVE_FAILURES
 
-    # Player answers: before the freeze; while it opened (sent before it opened, answered after the freeze
-    # began); while it was open (sent after it opened, before the thaw).
-    players = (ME, LOGIN, BET)
-    before = {k: traffic.of(k, until=frozen_at) for k in players}
-    before = {k: [a for a in v if a.answered_at < frozen_at] for k, v in before.items()}
-    onset = {k: [a for a in traffic.of(k, until=opened["at"]) if a.answered_at >= frozen_at] for k in players}
-    steady = {k: traffic.of(k, since=opened["at"] + 0.01, until=thawed_at) for k in players}
-    for kind in players:
+    # Answers before the freeze; while it opened (sent before it opened, answered after the freeze began);
+    # while it was open (sent after it opened, before the thaw).
+    before = {k: [a for a in traffic.of(k, until=frozen_at) if a.answered_at < frozen_at] for k in LOOPS}
+    onset = {k: [a for a in traffic.of(k, until=opened["at"]) if a.answered_at >= frozen_at] for k in LOOPS}
+    steady = {k: traffic.of(k, since=opened["at"] + 0.01, until=thawed_at) for k in LOOPS}
+    for kind in (ME, LOGIN, BET):
         usual = max(a.elapsed_s for a in before[kind])
         assert onset[kind], f"no {kind} request was caught by the freeze"
         slowest = max(a.elapsed_s for a in onset[kind])
-        assert slowest <= usual + TIMEOUT_S + SLACK_S, (kind, figures(onset[kind]), ms(usual))
+        assert slowest <= usual + TIMEOUT_S + SLACK_S, (kind, latency_figures(onset[kind]), ms(usual))
         assert steady[kind] and all(a.status == 503 for a in steady[kind]), (kind, summary(steady[kind]))
-        assert max(a.elapsed_s for a in steady[kind]) < FAST_S, (kind, figures(steady[kind]))
+        assert max(a.elapsed_s for a in steady[kind]) < FAST_S, (kind, latency_figures(steady[kind]))
     public = traffic.of(PUBLIC)
     assert public and all(a.status == 200 for a in public)
     assert max(a.elapsed_s for a in traffic.of(PUBLIC, since=frozen_at, until=thawed_at)) < FAST_S
 
     # The limiters failed open while the breaker refused Redis, and that was counted.
     assert fail_open_during > 0
-    assert metric(stack, "circuit_breaker_rejections_total", breaker_name="redis") > 0
+    assert stack.metric("circuit_breaker_rejections_total", breaker_name="redis") > 0
 
     # Recovery by itself: through half-open, closed, gauge back to 0; then served again.
     path = [(t["from"], t["to"], t["reason"]) for t in transitions(stack) if t["at"] >= frozen_at]
     assert path[0] == ("closed", "open", "failures") and path[-2:] == [
         ("open", "half_open", "cooldown"), ("half_open", "closed", "recovered")], path
-    assert metric(stack, "circuit_breaker_state", breaker_name="redis") == 0
+    assert stack.metric("circuit_breaker_state", breaker_name="redis") == 0
     recovered_after_s = closed["at"] - thawed_at
 
     # Money: every bet answered 201 was placed; none refused with 503 was.
@@ -275,10 +237,9 @@ async def test_a_frozen_redis_costs_players_one_timeout_then_fast_503s_and_the_b
     print(f"\nRedis {fault} for {FROZEN_S:g} s ({summary(answers)})")
     print(f"  breaker opened {ms(opened_after_s)} after the freeze, closed {recovered_after_s:.2f} s after the thaw;"
           f" path {[(f, t, r) for f, t, r in path]}")
-    for kind in players + (PUBLIC,):
-        print(f"  {kind:<6} before {figures(before.get(kind, traffic.of(kind, until=frozen_at)))};"
-              f" while opening {figures(onset.get(kind, []))};"
-              f" while open {figures(steady.get(kind, traffic.of(kind, since=opened['at'], until=thawed_at)))}")
+    for kind in LOOPS:
+        print(f"  {kind:<6} before {latency_figures(before[kind])}; while opening {latency_figures(onset[kind])};"
+              f" while open {latency_figures(steady[kind])}")
     print(f"  limiter decisions failed open while frozen: {fail_open_during:g};"
-          f" Redis calls refused unsent: {metric(stack, 'circuit_breaker_rejections_total', breaker_name='redis'):g};"
-          f" Redis timeouts: {metric(stack, 'redis_call_failures_total', kind='timeout'):g}")
+          f" Redis calls refused unsent: {stack.metric('circuit_breaker_rejections_total', breaker_name='redis'):g};"
+          f" Redis timeouts: {stack.metric('redis_call_failures_total', kind='timeout'):g}")

@@ -39,7 +39,8 @@ class RedisHarness:
         client = RedisClient(TARGET, self.clock, TIMEOUT_S, pool=self.pool)
 
         def guard(metrics: Any) -> RedisBreaker:
-            breaker = RedisBreaker(self.clock, metrics, probe_timeout_s=2.5, config=redis_breaker_config(3, OPEN_S, 5.0))
+            breaker = RedisBreaker(self.clock, metrics, probe_timeout_s=2.5,
+                                   config=redis_breaker_config(3, OPEN_S, 5.0))
             breaker.protect(client)
             return breaker
 
