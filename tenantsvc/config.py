@@ -26,6 +26,7 @@ ENVIRONMENT_VARIABLES = (
     "RATE_LIMIT_LOGIN_USER", "SESSION_ABSOLUTE_LIFETIME", "TRUSTED_PROXY_HEADER",
     "GOALSERVE_TIMEOUT", "ODDS_SPORTS", "ODDS_POLL_INTERVAL", "ODDS_MAX_AGE", "ODDS_CACHE_TTL",
     "SETTLEMENT_INTERVAL", "SETTLEMENT_POSTPONED_VOID_AFTER", "SETTLEMENT_REVIEW_AFTER",
+    "REDIS_BREAKER_FAILURES", "REDIS_BREAKER_OPEN", "REDIS_BREAKER_OPEN_MAX",
 )
 WORKER_ROLES = ("worker_odds", "worker_settlement")
 RATE_LIMIT_VARIABLES = {
@@ -130,6 +131,10 @@ class Settings:
     settlement_interval_s: float = 300.0
     settlement_postponed_void_after_s: float = 48 * 3600.0
     settlement_review_after_s: float = 72 * 3600.0
+    # The Redis circuit breaker (services.redis_guard).
+    redis_breaker_failures: int = 3
+    redis_breaker_open_s: float = 1.0
+    redis_breaker_open_max_s: float = 5.0
 
     @property
     def runs_feed_workers(self) -> bool:
@@ -215,6 +220,17 @@ def _duration_ms(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _too_small(name: str) -> float:
     raise ConfigError(f"{name} must be at least 1ms")
+
+
+def _redis_breaker(env: Mapping[str, str]) -> dict[str, float]:
+    """``REDIS_BREAKER_*``: failures in a row that open it, the first open period and its cap (>= the first)."""
+    open_s = _seconds(env, "REDIS_BREAKER_OPEN", 1.0, 0.1, 300.0)
+    open_max_s = _seconds(env, "REDIS_BREAKER_OPEN_MAX", max(5.0, open_s), 0.1, 3600.0)
+    if open_max_s < open_s:
+        raise ConfigError(f"REDIS_BREAKER_OPEN_MAX must be at least REDIS_BREAKER_OPEN ({open_s:g} s), "
+                          f"got {_raw(env, 'REDIS_BREAKER_OPEN_MAX')!r}")
+    return {"redis_breaker_failures": _int(env, "REDIS_BREAKER_FAILURES", 3, 1, 1000),
+            "redis_breaker_open_s": open_s, "redis_breaker_open_max_s": open_max_s}
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
@@ -456,4 +472,5 @@ def load_settings(
         settlement_postponed_void_after_s=_seconds(env, "SETTLEMENT_POSTPONED_VOID_AFTER", 48 * 3600.0, 0.0,
                                                    90 * 86400.0),
         settlement_review_after_s=_seconds(env, "SETTLEMENT_REVIEW_AFTER", 72 * 3600.0, 3600.0, 90 * 86400.0),
+        **_redis_breaker(env),
     )

@@ -31,6 +31,7 @@ from tenantsvc.services.settlement import SettlementService
 from tenantsvc.services.rate_limiting import RateLimiters, build_rate_limiters
 from tenantsvc.services.sessions import SessionService
 from tenantsvc.services.db_guard import DbBreaker
+from tenantsvc.services.redis_guard import RedisBreaker, redis_breaker_config
 from tenantsvc.adapters.db.pgbouncer_admin import pgbouncer_pools_probe
 from tenantsvc.services.health import HealthReport
 from tenantsvc.services.registry import TenantRegistry
@@ -42,7 +43,8 @@ from tenantsvc.services.theme_cache import INVALIDATION_CHANNEL, ThemeCache, The
 # of commits landing together otherwise refused reads for a whole open period (bench/load_check.py).
 # Open periods start at 1 s and double with each failed probe up to 5 s: a blip is retried at once, a long
 # outage once every 5 s, and writes work again at most ~5 s after the database does.
-PRODUCTION_BREAKER = BreakerConfig(open_after_hot_samples=2, open_duration_s=1.0, open_duration_max_s=5.0)
+PRODUCTION_BREAKER = BreakerConfig(open_after_hot_samples=2, open_duration_s=1.0, open_backoff_factor=2.0,
+                                   open_duration_max_s=5.0)
 
 
 class OrderedMultiService(MultiService):
@@ -208,6 +210,7 @@ class Components:
     players: Players
     sportsbook: Sportsbook
     redis: Any = None
+    redis_breaker: RedisBreaker | None = None
     subscriber: Any = None
     root: Any = None
     site: Any = None
@@ -230,11 +233,9 @@ def build_components(settings: Settings, reactor: Any, *,
     metrics.watch_pool(db.snapshot)
     metrics.watch_connection_replacements(lambda: db.replacements)
     tenant_registry = TenantRegistry()
-    redis = l2
+    redis, redis_breaker = l2, None
     if redis is None and settings.redis is not None:
-        from tenantsvc.adapters.redis import RedisClient
-
-        redis = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
+        redis, redis_breaker = build_redis(settings, reactor, metrics)
     breaker = DbBreaker(db, reactor, metrics, config=PRODUCTION_BREAKER, conn_timeout_s=settings.db_conn_timeout_s,
                         statement_timeout_s=settings.db_statement_timeout_ms / 1000,
                         slow_call_threshold_s=settings.db_slow_call_threshold_ms / 1000)
@@ -256,7 +257,24 @@ def build_components(settings: Settings, reactor: Any, *,
                       db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
                       themes=themes, tenants=tenants, players=players,
                       sportsbook=build_sportsbook(settings, reactor, metrics, reads, writes),
-                      redis=redis, subscriber=subscriber)
+                      redis=redis, redis_breaker=redis_breaker, subscriber=subscriber)
+
+
+def build_redis(settings: Settings, reactor: Any, metrics: Metrics) -> tuple[Any, RedisBreaker]:
+    """The client of ``REDIS_URL`` and the circuit breaker that guards every one of its calls (issue 10, item 4).
+
+    The breaker's PING probe may wait for a pool slot to reconnect (``RECONNECT_WITHIN_S``), so the first
+    probe after Redis comes back finds it even if every connection had been dropped meanwhile.
+    """
+    from tenantsvc.adapters.redis import RECONNECT_WITHIN_S, RedisClient
+
+    assert settings.redis is not None
+    client = RedisClient(settings.redis, reactor, settings.redis_timeout_s)
+    breaker = RedisBreaker(reactor, metrics, probe_timeout_s=max(settings.redis_timeout_s, RECONNECT_WITHIN_S),
+                           config=redis_breaker_config(settings.redis_breaker_failures, settings.redis_breaker_open_s,
+                                                       settings.redis_breaker_open_max_s))
+    breaker.protect(client)
+    return client, breaker
 
 
 def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], dict] | None = None) -> None:
@@ -283,7 +301,8 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
                           breaker=components.breaker.describe,
                           sessions_count=players.sessions.count if settings.serves_web else None,
                           pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor),
-                          odds_feed=odds_feed)
+                          odds_feed=odds_feed,
+                          redis_breaker=components.redis_breaker.describe if components.redis_breaker else None)
     operational = operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
                                        registry=components.registry, detailed_check=report.check)
     if settings.serves_web:
@@ -329,7 +348,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     components.breaker.setServiceParent(top)
     if hasattr(components.players.passwords, "setServiceParent"):
         components.players.passwords.setServiceParent(top)
-    for redis_service in (components.redis, components.subscriber):
+    for redis_service in (components.redis, components.redis_breaker, components.subscriber):
         if redis_service is not None:
             redis_service.setServiceParent(top)
     log_message("tenantsvc:startup", role=settings.role, listen=settings.listen,

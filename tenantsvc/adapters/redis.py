@@ -1,5 +1,11 @@
 """Redis over txredisapi, every call bounded by a timeout so a dead or paused Redis never hangs a caller.
 
+A client may carry a ``CallGuard`` (the Redis circuit breaker, ``services.redis_guard``): it is asked
+before every call (an open breaker fails the call at once with ``RedisCircuitOpen``, nothing sent), told
+the verdict of every call that was sent (``verdict``: a reply of any kind is SUCCESS, our own timeout or
+txredisapi's is TIMEOUT, a lost or refused connection CONNECTION_ERROR, a caller's cancellation nothing),
+and may fail callers still waiting early. ``check`` sends one PING outside the guard: the breaker's probe.
+
 txredisapi imports the global reactor, so it is imported only when a client is built (after twistd
 or pytest-twisted has chosen the reactor).
 """
@@ -12,14 +18,19 @@ from typing import Any, Callable, Protocol, Sequence
 
 from eliot import log_message
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
-from tenantsvc.adapters.deferreds import with_timeout
 from tenantsvc.config import RedisTarget
+from tenantsvc.core.breaker import CONNECTION_ERROR, TIMEOUT
 
 DEFAULT_TIMEOUT_S = 0.5
 MAX_RECONNECT_DELAY_S = 2.0  # come back quickly once Redis is reachable again
+# A pool slot that lost its connection is connected again within this: MAX_RECONNECT_DELAY_S plus
+# txredisapi's jitter (about 12 % of the delay, normally distributed) with room to spare.
+RECONNECT_WITHIN_S = 2.5
+SUCCESS = "success"  # a verdict: Redis answered (with a value or with an error reply)
 # Delete the key only if it still holds our token: a lock that expired and was taken by another
 # instance is never released by us.
 COMPARE_AND_DELETE = """
@@ -47,11 +58,98 @@ return 1
 
 
 class RedisUnavailable(Exception):
-    """A Redis call failed or timed out; callers degrade instead of failing the request."""
+    """A Redis call failed or timed out; callers degrade instead of failing the request.
+
+    ``retry_after_s`` is set (whole seconds) when it is known how long Redis will stay unavailable.
+    """
+
+    retry_after_s: int | None = None
+
+
+class RedisCircuitOpen(RedisUnavailable):
+    """The Redis circuit breaker failed the call at once: refused unsent, or released while it waited."""
+
+    def __init__(self, command: str, retry_after_s: int):
+        super().__init__(f"{command}: the Redis circuit breaker is open; retry in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
 
 
 def _unavailable(failure: Failure, command: str) -> None:
+    if failure.check(RedisUnavailable):
+        failure.raiseException()
     raise RedisUnavailable(f"{command}: {failure.type.__name__}")
+
+
+class CallGuard(Protocol):
+    """What ``RedisClient`` asks before and tells after each call (``services.redis_guard.RedisBreaker``)."""
+
+    def refusal(self, command: str) -> RedisUnavailable | None:
+        """None to send ``command`` now; else the error to fail it with at once, unsent (counted)."""
+
+    def refusing(self) -> RedisUnavailable | None:
+        """What ``refusal`` would answer now, without counting anything."""
+
+    def sent(self, waiter: Deferred, command: str) -> None:
+        """``command`` was sent and waits for its reply; the guard may fail ``waiter`` early (RedisUnavailable).
+
+        A call answered at once is only ``finished``."""
+
+    def finished(self, waiter: Deferred, verdict: str | None) -> None:
+        """The call behind ``waiter`` ended with ``verdict`` (see ``verdict``)."""
+
+
+def verdict(result: object, timed_out: bool) -> str | None:
+    """What one call's outcome says about Redis's health.
+
+    SUCCESS for any reply, error replies included (NOSCRIPT, a failing script, a wrong type: Redis
+    answered); TIMEOUT when our timer or txredisapi's reply timeout fired; CONNECTION_ERROR when the
+    connection was refused, lost or absent; None for anything else (the caller cancelled, a bug of ours).
+    """
+    import txredisapi
+
+    if not isinstance(result, Failure) or result.check(txredisapi.ResponseError):
+        return SUCCESS
+    if timed_out or result.check(txredisapi.TimeoutError):
+        return TIMEOUT
+    if result.check(txredisapi.ConnectionError, net_error.ConnectError, net_error.ConnectionLost,
+                    net_error.ConnectionDone):
+        return CONNECTION_ERROR
+    return None
+
+
+def bounded_call(clock: Any, send: Callable[[], Deferred], timeout_s: float,
+                 on_verdict: Callable[[Deferred, str | None], None] | None = None) -> Deferred:
+    """Run ``send()`` and return a Deferred of its result that fails with CancelledError after ``timeout_s``.
+
+    Cancelling the returned Deferred cancels the call. ``on_verdict(waiter, verdict)`` is told how the call
+    ended before the caller is (the returned Deferred may already have been failed by someone else then).
+    """
+    timed_out = False
+    sending = maybeDeferred(send)
+    waiter: Deferred = Deferred(lambda _: sending.cancel())
+
+    def expire() -> None:
+        nonlocal timed_out
+        timed_out = True
+        sending.cancel()
+
+    timer = clock.callLater(timeout_s, expire)
+
+    def settle(result: object) -> None:
+        if timer.active():
+            timer.cancel()
+        if on_verdict is not None:
+            on_verdict(waiter, verdict(result, timed_out))
+        if waiter.called:  # failed early (or cancelled): the late result is dropped, never left unhandled
+            return None
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+        return None
+
+    sending.addBoth(settle)
+    return waiter
 
 
 @dataclass(frozen=True)
@@ -98,6 +196,21 @@ def _keep_trying() -> Deferred:
     return succeed(None)
 
 
+def _connection_pool(target: RedisTarget, timeout_s: float, poolsize: int) -> Any:
+    """A lazily connecting txredisapi pool that reconnects within ``MAX_RECONNECT_DELAY_S``, for ever."""
+    import txredisapi
+
+    pool = txredisapi.lazyConnectionPool(
+        poolsize=poolsize, reconnect=True, connectTimeout=max(timeout_s, 1.0), replyTimeout=timeout_s,
+        **_redis_target_kwargs(target),
+    )
+    pool._factory.maxDelay = MAX_RECONNECT_DELAY_S
+    # txredisapi stops reconnecting for good when a new connection's SELECT/AUTH fails, and on a paused
+    # Redis that handshake times out: the pool would stay empty until the process restarts. Keep trying.
+    pool._factory.stopTrying = _keep_trying
+    return pool
+
+
 class RedisClient(Service):
     """A lazily connecting, self-reconnecting pool; a Service so it disconnects on shutdown.
 
@@ -107,24 +220,37 @@ class RedisClient(Service):
 
     name = "redis"
 
-    def __init__(self, target: RedisTarget, clock: Any, timeout_s: float = DEFAULT_TIMEOUT_S, poolsize: int = 4):
-        import txredisapi
-
+    def __init__(self, target: RedisTarget, clock: Any, timeout_s: float = DEFAULT_TIMEOUT_S, poolsize: int = 4,
+                 *, pool: Any = None):
         self._clock = clock
         self.timeout_s = timeout_s
         self.target = target
-        self._pool = txredisapi.lazyConnectionPool(
-            poolsize=poolsize, reconnect=True, connectTimeout=max(timeout_s, 1.0), replyTimeout=timeout_s,
-            **_redis_target_kwargs(target),
-        )
-        self._pool._factory.maxDelay = MAX_RECONNECT_DELAY_S
-        # txredisapi stops reconnecting for good when a new connection's SELECT/AUTH fails, and on a paused
-        # Redis that handshake times out: the pool would stay empty until the process restarts. Keep trying.
-        self._pool._factory.stopTrying = _keep_trying
+        self.guard: CallGuard | None = None  # set by the breaker that protects this client
+        self._pool = pool if pool is not None else _connection_pool(target, timeout_s, poolsize)
 
     def _execute(self, command: str, *args: Any, timeout_s: float | None = None) -> Deferred:
-        return with_timeout(self._clock, self._pool.execute_command(command, *args),
-                            self.timeout_s if timeout_s is None else timeout_s)
+        guard = self.guard
+        if guard is not None:
+            refusal = guard.refusal(command)
+            if refusal is not None:
+                return fail(refusal)
+        waiter = bounded_call(self._clock, lambda: self._pool.execute_command(command, *args),
+                              self.timeout_s if timeout_s is None else timeout_s,
+                              None if guard is None else guard.finished)
+        if guard is not None and not waiter.called:
+            guard.sent(waiter, command)
+        return waiter
+
+    def unavailable(self) -> RedisUnavailable | None:
+        """The error any call would fail with at once now (the breaker refuses calls), else None; sends nothing."""
+        return None if self.guard is None else self.guard.refusing()
+
+    def check(self, timeout_s: float) -> Deferred:
+        """Send one PING outside the guard (the breaker's probe); fires with its ``verdict``, never fails."""
+        verdicts: list[str | None] = []
+        waiter = bounded_call(self._clock, lambda: self._pool.execute_command("PING"), timeout_s,
+                              lambda _, outcome: verdicts.append(outcome))
+        return waiter.addBoth(lambda _: verdicts[0] if verdicts else None)
 
     def call(self, command: str, *args: Any, timeout_s: float | None = None) -> Deferred:
         """Run one Redis command with a timeout; failures arrive as ``RedisUnavailable``."""

@@ -15,7 +15,7 @@ Failures arrive as ``RedisUnavailable``; ``SessionService`` turns them into ``Se
 
 from __future__ import annotations
 
-from tenantsvc.adapters.redis import RedisClient, RedisScript
+from tenantsvc.adapters.redis import RedisClient, RedisScript, RedisUnavailable
 
 SESSION_PREFIX = "session:"
 OWNER_PREFIX = "user_sessions:"
@@ -129,3 +129,7 @@ class RedisSessionStore:
     async def count(self) -> int:
         """Prune expired entries from ``session_expiries`` and count the rest."""
         return int(await self._redis.run_script(COUNT_SCRIPT, [EXPIRIES_KEY], []))
+
+    def unavailable(self) -> RedisUnavailable | None:
+        """The error calls fail with at once while Redis's circuit breaker is open, else None."""
+        return self._redis.unavailable()

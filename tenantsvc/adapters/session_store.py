@@ -17,6 +17,8 @@ import heapq
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tenantsvc.adapters.redis import RedisUnavailable
+
 DEFAULT_MAX_SESSIONS = 100_000
 
 
@@ -40,6 +42,9 @@ class SessionStore(Protocol):
 
     async def count(self) -> int:
         """Live sessions, without scanning the keyspace."""
+
+    def unavailable(self) -> RedisUnavailable | None:
+        """The error every operation would fail with at once right now (Redis's breaker is open), else None."""
 
 
 @dataclass
@@ -106,6 +111,10 @@ class MemorySessionStore:
         """Live sessions."""
         self._prune(self._clock.seconds())
         return len(self._sessions)
+
+    def unavailable(self) -> RedisUnavailable | None:
+        """Never: this process's memory is always there."""
+        return None
 
     def _live(self, session_hash: str) -> _Entry | None:
         entry = self._sessions.get(session_hash)

@@ -14,12 +14,11 @@ only as a probe, whose outcome the caller must report (``probe_succeeded`` / ``p
 ``probe_abandoned``). ``background`` work (cache refreshes, warmers, feed workers) is admitted only
 while CLOSED: it never takes a probe slot, so recovery is judged by user requests and the breaker's
 own dedicated probe, not by whichever tick comes first. ``force_open`` / ``force_closed`` pin the state,
-ignoring every signal, until ``auto`` hands control back to the rules from the current state.
+ignoring every signal, until ``auto`` hands control back to the rules from the current state. ``trip``
+opens at once on evidence stronger than a count (a trivial query unanswered while calls are slow).
 
-Each failed probe doubles the next open period, from ``open_duration_s`` up to ``open_duration_max_s``
-(reset when the breaker closes): a short outage is retried soon, a long one a bounded number of times
-per period. ``trip`` opens at once on evidence stronger than a count (a trivial query unanswered while
-calls are slow).
+Optionally (``open_backoff_factor`` > 1) each reopening by a failed probe lengthens the next open period,
+up to ``open_duration_max_s``, so a long outage costs a bounded number of probes; closing resets it.
 """
 
 from __future__ import annotations
@@ -74,7 +73,10 @@ class BreakerConfig:
     failure_window_s: float = 10.0
     failure_min_calls: int = 20
     open_duration_s: float = 5.0
-    open_duration_max_s: float | None = None  # None: every open period lasts open_duration_s
+    # Each reopening by a failed probe multiplies the open period by ``open_backoff_factor``, up to
+    # ``open_duration_max_s``; closing resets it. The defaults (1.0, None) keep every period at open_duration_s.
+    open_backoff_factor: float = 1.0
+    open_duration_max_s: float | None = None
     half_open_max_probes: int = 2
     half_open_successes_to_close: int = 2
     history_size: int = 20
@@ -93,6 +95,8 @@ class BreakerConfig:
             problems.append("counts must be at least 1")
         if self.failure_window_s <= 0 or self.open_duration_s <= 0:
             problems.append("durations must be positive")
+        if self.open_backoff_factor < 1:
+            problems.append("open_backoff_factor must be at least 1")
         if self.open_duration_max_s is not None and self.open_duration_max_s < self.open_duration_s:
             problems.append("need open_duration_max_s >= open_duration_s")
         if problems:
@@ -143,7 +147,8 @@ class CircuitBreaker:
         self._mode = AUTO
         self._open_reason: str | None = None
         self._opened_at = 0.0
-        self._open_for_s = config.open_duration_s  # this open period; grows with each failed probe
+        self._open_duration_s = config.open_duration_s  # the current open period (grows by backoff)
+        self._reopenings = 0  # probe failures since the breaker last closed
         self._generation = 0
         self._probes_in_flight = 0
         self._probe_successes = 0
@@ -181,22 +186,22 @@ class CircuitBreaker:
         return tuple(self._history)
 
     @property
+    def open_duration_s(self) -> float:
+        """How long the current (or last) open period lasts: ``open_duration_s`` grown by backoff, capped."""
+        return self._open_duration_s
+
+    @property
     def probes_in_flight(self) -> int:
         """Probes admitted in the current half-open period whose outcome is not in yet."""
         return self._probes_in_flight if self._state == HALF_OPEN else 0
-
-    @property
-    def open_period_s(self) -> float:
-        """The length of the current (or next) open period."""
-        return self._open_for_s
 
     def retry_after_s(self, now: float) -> float:
         """How long a refused caller should wait: the rest of the open period, else one probe's worth."""
         self.advance(now)
         if self._state == OPEN and self._mode == AUTO:
-            return max(1.0, self._opened_at + self._open_for_s - now)
+            return max(1.0, self._opened_at + self._open_duration_s - now)
         if self._state == OPEN:
-            return self._open_for_s
+            return self._open_duration_s
         return 1.0
 
     # ---- admission -----------------------------------------------------------------------------
@@ -232,10 +237,8 @@ class CircuitBreaker:
             self._maybe_recover(now)
 
     def probe_failed(self, now: float, probe: Probe, kind: str) -> None:
-        """A probe met a connection error or timeout (``kind``): reopen, for twice as long (up to the cap)."""
+        """A probe met a connection error or timeout (``kind``): reopen."""
         if self._release(now, probe):
-            cap = self.config.open_duration_max_s or self.config.open_duration_s
-            self._open_for_s = min(cap, self._open_for_s * 2)
             self._move(now, OPEN, PROBE_FAILED, kind)
 
     def probe_abandoned(self, now: float, probe: Probe) -> None:
@@ -253,7 +256,7 @@ class CircuitBreaker:
 
     def advance(self, now: float) -> None:
         """Apply the timer: OPEN → HALF_OPEN once ``open_duration_s`` has passed (automatic mode only)."""
-        if self._state == OPEN and self._mode == AUTO and now >= self._opened_at + self._open_for_s:
+        if self._state == OPEN and self._mode == AUTO and now >= self._opened_at + self._open_duration_s:
             self._move(now, HALF_OPEN, COOLDOWN)
 
     def observe_pressure(self, now: float, in_use: int, size: int, waiting: int) -> None:
@@ -334,6 +337,8 @@ class CircuitBreaker:
         if to_state == OPEN:
             self._opened_at = now
             self._open_reason = reason
+            self._reopenings = self._reopenings + 1 if reason == PROBE_FAILED else 0
+            self._open_duration_s = self._backed_off_open_duration()
         elif to_state == HALF_OPEN:
             self._generation += 1
             self._probes_in_flight = 0
@@ -341,10 +346,20 @@ class CircuitBreaker:
         else:
             self._consecutive_failures = 0
             self._window.clear()
-            self._open_for_s = self.config.open_duration_s
+            self._reopenings = 0
         transition = Transition(now, from_state, to_state, reason, detail)
         self._history.append(transition)
         self._on_transition(transition)
+
+    def _backed_off_open_duration(self) -> float:
+        config = self.config
+        cap = config.open_duration_s if config.open_duration_max_s is None else config.open_duration_max_s
+        duration = config.open_duration_s
+        for _ in range(self._reopenings):  # stops at the cap: a few steps at most, never an overflow
+            if duration >= cap or config.open_backoff_factor == 1:
+                break
+            duration *= config.open_backoff_factor
+        return min(cap, duration)
 
 
 def retry_after_header_s(seconds: float) -> int:

@@ -362,6 +362,13 @@ class Metrics:
             "settlement_results_pages_total", "Results feed pages fetched by the settler, by result (ok, error).",
             ["result"], registry=registry,
         )
+        # Redis breaker (issue 10, item 4); its state, transitions and refusals are the circuit_breaker_*
+        # families above with breaker_name="redis". ``kind`` is timeout or connection_error.
+        self.redis_call_failures = Counter(
+            "redis_call_failures_total",
+            "Redis calls that timed out or met a connection error (what the Redis breaker counts), by kind.",
+            ["kind"], registry=registry,
+        )
 
     def watch_pool(self, snapshot: Callable[[], object]) -> None:
         """Export pool gauges computed from ``snapshot()`` at scrape time."""

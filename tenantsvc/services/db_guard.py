@@ -42,7 +42,6 @@ from tenantsvc.adapters.db.pool import PendingInteraction, PoolSnapshot, select_
 from tenantsvc.core.breaker import (
     CLOSED,
     CONNECTION_ERROR,
-    HALF_OPEN,
     REQUEST_CLASSES,
     SLOW_CALL,
     STATE_CODES,
@@ -55,6 +54,7 @@ from tenantsvc.core.breaker import (
     retry_after_header_s,
 )
 from tenantsvc.obs.metrics import Metrics
+from tenantsvc.services.breaker_view import describe_machine, record_transition
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
 T = TypeVar("T")
@@ -69,11 +69,6 @@ LIVENESS_CHECK, PROBE = "db_liveness_check", "db_breaker_probe"  # interaction n
 SUCCESS = "success"
 MODES = ("open", "closed", "auto")
 
-BREAKER_TRANSITION = MessageType(
-    "tenantsvc:breaker:transition",
-    fields(breaker_name=str, from_state=str, to_state=str, reason=str, detail=str),
-    "The circuit breaker changed state; detail is the failure kind when failures caused it.",
-)
 LATE_RESULT = MessageType(
     "tenantsvc:db:late_result",
     fields(name=str, outcome=str, elapsed_s=float),
@@ -350,22 +345,10 @@ class DbBreaker(Service):
         BREAKER_MODE.log(breaker_name=BREAKER_NAME, mode=mode)
 
     def describe(self) -> dict[str, Any]:
-        """The breaker for ``/health/detailed``: state, mode, open reason, probes and last transitions."""
-        machine = self.machine
-        machine.advance(self._clock.seconds())
-        return {
-            "name": BREAKER_NAME,
-            "state": machine.state,
-            "mode": machine.mode,
-            "open_reason": machine.open_reason,
-            "probes_in_flight": machine.probes_in_flight,
-            "open_period_s": machine.open_period_s,
-            "slow_call_threshold_s": self._slow_s,
-            "transitions": [
-                {"at": t.at, "from": t.from_state, "to": t.to_state, "reason": t.reason, "detail": t.detail}
-                for t in machine.transitions
-            ],
-        }
+        """The breaker for ``/health/detailed``: state, mode, open reason, probes, open period, slow-call
+        threshold and last transitions."""
+        return {**describe_machine(BREAKER_NAME, self.machine, self._clock.seconds()),
+                "slow_call_threshold_s": self._slow_s}
 
     # ---- feeds ---------------------------------------------------------------------------------
 
@@ -380,11 +363,7 @@ class DbBreaker(Service):
             self.machine.record_failure(now, outcome)
 
     def _transitioned(self, transition: Transition) -> None:
-        self._metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[transition.to_state])
-        self._metrics.breaker_transitions.labels(
-            BREAKER_NAME, transition.from_state, transition.to_state, transition.reason).inc()
-        BREAKER_TRANSITION.log(breaker_name=BREAKER_NAME, from_state=transition.from_state,
-                               to_state=transition.to_state, reason=transition.reason, detail=transition.detail)
+        record_transition(self._metrics, BREAKER_NAME, transition)
 
 
 class ClassifiedRunner:

@@ -21,7 +21,8 @@ class HealthReport:
                  breaker: Callable[[], dict[str, Any]] | None = None,
                  pgbouncer_pools: Callable[[], Deferred] | None = None,
                  sessions_count: Callable[[], Awaitable[int]] | None = None,
-                 odds_feed: Callable[[], dict[str, dict[str, Any]]] | None = None):
+                 odds_feed: Callable[[], dict[str, dict[str, Any]]] | None = None,
+                 redis_breaker: Callable[[], dict[str, Any]] | None = None):
         self._clock = clock
         self._db = db
         self._version = version
@@ -31,6 +32,7 @@ class HealthReport:
         self._pgbouncer_pools = pgbouncer_pools
         self._sessions_count = sessions_count
         self._odds_feed = odds_feed
+        self._redis_breaker = redis_breaker
 
     def check(self) -> Deferred:
         """Run every check; fires with the report dict."""
@@ -105,12 +107,11 @@ class HealthReport:
             checks["redis:responseTime"] = [redis_entry]
             if redis_status != "pass" and overall == "pass":
                 overall = "warn"
-        if self._breaker is not None:
-            breaker = self._breaker()
-            breaker_status = "pass" if breaker["state"] == "closed" else "warn"
-            checks["database:circuitBreaker"] = [{"componentType": "component", "observedValue": breaker["state"],
-                                                  "status": breaker_status, "time": now, "breaker": breaker}]
-            overall = _worst(overall, breaker_status)
+        for check_name, describe in (("database:circuitBreaker", self._breaker),
+                                     ("redis:circuitBreaker", self._redis_breaker)):
+            if describe is not None:
+                checks[check_name] = [_breaker_check(describe(), now)]
+                overall = _worst(overall, checks[check_name][0]["status"])
         if self._pgbouncer_pools is not None:
             checks["pgbouncer:pools"] = [await self._pool_report(now)]
         if self._sessions_count is not None:
@@ -121,6 +122,12 @@ class HealthReport:
             overall = _worst(overall, checks["odds:feed"][0]["status"])
         return {"status": overall, "version": self._version, "serviceId": f"tenantsvc-{self._role}",
                 "description": "tenantsvc detailed health", "checks": checks}
+
+
+def _breaker_check(breaker: dict[str, Any], now: str) -> dict[str, Any]:
+    """A circuit breaker's entry: its state as the observed value, ``warn`` unless it is closed."""
+    return {"componentType": "component", "observedValue": breaker["state"],
+            "status": "pass" if breaker["state"] == "closed" else "warn", "time": now, "breaker": breaker}
 
 
 def _worst(current: str, other: str) -> str:

@@ -117,14 +117,24 @@ class SessionService:
         """Live sessions in the store (for ``/health/detailed``)."""
         return await self._call("count", self._store.count)
 
+    def ensure_reachable(self) -> None:
+        """Raise ``SessionStoreUnavailable`` at once if the store would refuse every operation now (Redis's
+        breaker is open), so a login is refused before its password is hashed for nothing; counted as op
+        ``reachable``."""
+        error = self._store.unavailable()
+        if error is not None:
+            self._record("reachable", False, time.monotonic())
+            raise SessionStoreUnavailable(error.retry_after_s or self._retry_after_s)
+
     async def _call(self, op: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run one store operation, timed and counted; ``RedisUnavailable`` becomes ``SessionStoreUnavailable``."""
+        """Run one store operation, timed and counted; ``RedisUnavailable`` becomes ``SessionStoreUnavailable``,
+        whose Retry-After is the Redis breaker's remaining open time when it refused the call."""
         started = time.monotonic()
         try:
             result = await work()
-        except RedisUnavailable:
+        except RedisUnavailable as error:
             self._record(op, False, started)
-            raise SessionStoreUnavailable(self._retry_after_s) from None
+            raise SessionStoreUnavailable(error.retry_after_s or self._retry_after_s) from None
         self._record(op, True, started)
         return result
 

@@ -150,6 +150,7 @@ class TenantApi:
         await self._limit(request, tenant, LOGIN_CLIENT, f"ip:{self._client(request)}", headers=False)
         if isinstance(username, str):
             await self._limit(request, tenant, LOGIN_USER, f"user:{username.lower()}", headers=False)
+        self._sessions.ensure_reachable()  # a session could not be stored: do not hash the password for nothing
         await self._sessions.destroy(session_cookie_value(request))  # whatever the client brought is now worthless
         user = await self._accounts.authenticate(tenant, username, payload.get("password"))
         if user is None:

@@ -48,6 +48,7 @@ START_TIMEOUT_S = 30.0
 POLL_STEP_S = 0.02
 
 PUBLIC, READ_THEME, READ_TENANTS, CREDIT, PUT_THEME = "public", "read_theme", "read_tenants", "credit", "put_theme"
+ME, LOGIN, BET = "me", "login", "bet"  # player routes (tests/fault/test_redis_faults.py)
 SEED = "seed"  # the set-up requests
 READS, WRITES = (READ_THEME, READ_TENANTS), (CREDIT, PUT_THEME)
 
@@ -116,7 +117,7 @@ class Answer:
 
 # Statuses each kind may answer. A 500 (or anything else) is a failure of the test.
 ALLOWED = {PUBLIC: {200}, READ_THEME: {200, 503}, READ_TENANTS: {200, 503}, CREDIT: {200, 503}, PUT_THEME: {200, 503},
-           SEED: {200, 201}}
+           ME: {200, 503}, LOGIN: {200, 503}, BET: {201, 503}, SEED: {200, 201}}
 
 
 def check_answer(answer: Answer) -> None:
@@ -269,7 +270,10 @@ async def start_stack(database_url: str, **env: str) -> Stack:
                              role="web")
     components = build_components(settings, reactor)
     services = OrderedMultiService()
-    for child in (components.db_service, components.breaker):
+    children = [components.db_service, components.breaker]
+    if components.redis is not None:  # with REDIS_URL: players log in (password hashing) through guarded Redis
+        children += [components.players.passwords, components.redis, components.redis_breaker]
+    for child in children:
         child.setServiceParent(services)
     services.startService()
     http_pool = HTTPConnectionPool(reactor, persistent=False)  # nothing stays open after the test

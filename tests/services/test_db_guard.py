@@ -342,24 +342,24 @@ def test_background_work_is_refused_even_when_the_breaker_opened_on_pressure(env
 
 
 def test_a_failed_probe_reopens_for_longer_and_a_user_probe_sees_its_error():
-    env = Env(open_duration_max_s=4 * OPEN_DURATION_S)
+    env = Env(open_backoff_factor=2.0, open_duration_max_s=4 * OPEN_DURATION_S)
     own = env.half_open()
     user = env.run(READ)
     env.db.named("work")[0].begin()
     env.db.named("work")[0].finish(DatabaseUnavailable("still down"))
     refusal(user, DatabaseUnavailable)
     assert (env.state, env.breaker.machine.reason) == (OPEN, "probe_failed")
-    assert env.breaker.machine.open_period_s == 2 * OPEN_DURATION_S
+    assert env.breaker.machine.open_duration_s == 2 * OPEN_DURATION_S
     refusal(env.run(WRITE))
     own.begin()
     own.finish(DatabaseUnavailable("still down"))  # a stale probe of the last half-open period: ignored
-    assert env.breaker.machine.open_period_s == 2 * OPEN_DURATION_S
+    assert env.breaker.machine.open_duration_s == 2 * OPEN_DURATION_S
     env.clock.advance(2 * OPEN_DURATION_S)
     assert env.state == HALF_OPEN
     retry = env.db.named(PROBE)[1]
     retry.begin()
     env.clock.advance(SLOW_CALL_S)  # the probe's own timeout: no answer is a failure
-    assert env.state == OPEN and env.breaker.machine.open_period_s == 4 * OPEN_DURATION_S
+    assert env.state == OPEN and env.breaker.machine.open_duration_s == 4 * OPEN_DURATION_S
     env.clock.advance(4 * OPEN_DURATION_S)
     third = env.db.named(PROBE)[2]
     third.begin()
@@ -368,7 +368,9 @@ def test_a_failed_probe_reopens_for_longer_and_a_user_probe_sees_its_error():
     fourth = env.db.named(PROBE)[3]
     fourth.begin()
     fourth.finish("ok")
-    assert env.state == CLOSED and env.breaker.machine.open_period_s == OPEN_DURATION_S  # reset on close
+    assert env.state == CLOSED
+    env.open_on_failures()
+    assert env.breaker.machine.open_duration_s == OPEN_DURATION_S  # closing reset the backoff
 
 
 def test_a_probe_that_never_got_a_connection_frees_its_slot_and_is_sent_again():
@@ -628,10 +630,10 @@ def test_describe_reports_state_mode_and_recent_transitions(env):
     env.open_on_failures()
     env.clock.advance(OPEN_DURATION_S)
     report = env.breaker.describe()
-    assert {k: report[k] for k in ("name", "state", "mode", "open_reason", "probes_in_flight", "open_period_s",
+    assert {k: report[k] for k in ("name", "state", "mode", "open_reason", "probes_in_flight", "open_duration_s",
                                    "slow_call_threshold_s")} == {
         "name": "db_pool", "state": "half_open", "mode": "auto", "open_reason": "failures", "probes_in_flight": 1,
-        "open_period_s": OPEN_DURATION_S, "slow_call_threshold_s": SLOW_CALL_S}
+        "open_duration_s": OPEN_DURATION_S, "slow_call_threshold_s": SLOW_CALL_S}
     assert [(t["from"], t["to"], t["reason"], t["detail"]) for t in report["transitions"]] == [
         ("closed", "open", "failures", "connection_error"), ("open", "half_open", "cooldown", "")]
     assert report["transitions"][1]["at"] - report["transitions"][0]["at"] == pytest.approx(OPEN_DURATION_S)

@@ -1,9 +1,9 @@
 """A fleet of tenantsvc web instances inside one test process, on one real Postgres database and one real Redis.
 
 Each ``FleetInstance`` is the object graph one web process builds (``build_components`` + ``build_web``):
-its own adbapi pool (``Database``) on the shared database, its own ``RedisClient`` and (optionally)
-``RedisSubscriber`` on the shared Redis, its own argon2id password-hashing thread pool, and its own ``Site``
-listening on a free 127.0.0.1 port. Requests go over real HTTP with treq (no cookie jar: a test sends the
+its own adbapi pool (``Database``) on the shared database, its own ``RedisClient`` (guarded by its
+``RedisBreaker``) and (optionally) ``RedisSubscriber`` on the shared Redis, its own argon2id password-hashing
+thread pool, and its own ``Site`` listening on a free 127.0.0.1 port. Requests go over real HTTP with treq (no cookie jar: a test sends the
 cookies it means to in a ``Cookie`` header); ``FleetInstance.db.calls`` counts the interactions the instance ran.
 
 Also here: ``seed_tenant`` (writes straight to Postgres, behind every cache's back), ``RawRedis`` (a tiny blocking
@@ -166,7 +166,8 @@ class Fleet:
         services = OrderedMultiService()  # started and stopped in build_service's order
         # build_service's children, in its order: the hashing pool that register and login need starts
         # after the DB and stops before it
-        children = [components.db_service, components.breaker, components.players.passwords, components.redis]
+        children = [components.db_service, components.breaker, components.players.passwords, components.redis,
+                    components.redis_breaker]
         if subscribe:
             children.append(components.subscriber)
         for child in children:

@@ -321,14 +321,18 @@ def harness_settings(db_path: str, *, admin_token: str | None = ADMIN_TOKEN,
 
 
 def build_harness(db_path: str, *, admin_token: str | None = ADMIN_TOKEN, warm: bool = True,
-                  env: Mapping[str, str] | None = None) -> WebHarness:
+                  env: Mapping[str, str] | None = None, clock: Clock | None = None, redis: Any = None,
+                  redis_breaker: Callable[[Any], Any] | None = None) -> WebHarness:
     """Build the application on a threadless pool over ``db_path``, migrate it and (unless ``warm`` is False) warm it.
 
     With ``warm=False`` the process looks like one whose database has not answered yet: the tenant
-    registry is not loaded and the theme cache is empty.
+    registry is not loaded and the theme cache is empty. ``redis`` replaces the in-process stores with a
+    Redis client (one on a fake pool, timed by ``clock``); ``redis_breaker(metrics)`` builds the breaker
+    guarding it, as ``service.build_redis`` does.
     """
-    clock = Clock()
-    clock.advance(CLOCK_START_S)
+    if clock is None:
+        clock = Clock()
+        clock.advance(CLOCK_START_S)
     pools: list[ThreadlessConnectionPool] = []
 
     def pool_factory(*args: Any, **kwargs: Any) -> ThreadlessConnectionPool:
@@ -338,7 +342,8 @@ def build_harness(db_path: str, *, admin_token: str | None = ADMIN_TOKEN, warm: 
         return pool
 
     components = build_components(harness_settings(db_path, admin_token=admin_token, env=env), clock,
-                                  pool_factory=pool_factory, passwords=SynchronousPasswordHashing())
+                                  pool_factory=pool_factory, passwords=SynchronousPasswordHashing(), l2=redis)
+    components.redis_breaker = redis_breaker(components.metrics) if redis_breaker is not None else None
     (pool,) = pools
     if warm:
         components.db_service.startService()
