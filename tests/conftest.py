@@ -12,6 +12,8 @@ the machine's own Postgres/Redis are never touched):
 - ``pgbouncer_server`` → ``tests.support.pgbouncer.PgBouncerServer`` (transaction pooling, every db name
   forwarded to ``postgres_server``): ``database_url(db)``, ``connect(db)``, ``admin("SHOW POOLS")``;
   faults: ``stop()``, ``start()``, ``pause()``, ``resume()`` (or ``admin("PAUSE <db>")``).
+- ``production_pgbouncer`` → ``tests.support.pgbouncer.ProductionPgBouncer``: the same, running the settings
+  of deploy/pgbouncer.ini (timeouts, retries, pool sizes).
 
 Per test:
 
@@ -38,11 +40,12 @@ import pytest
 import pytest_twisted
 
 from tests.support.databases import DatabaseFactory, migrate
-from tests.support.pgbouncer import PgBouncerServer
+from tests.support.pgbouncer import PgBouncerServer, ProductionPgBouncer
 from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
 
-SERVER_FIXTURES = frozenset({"postgres_server", "redis_server", "pgbouncer_server", "postgres_database_url"})
+SERVER_FIXTURES = frozenset({"postgres_server", "redis_server", "pgbouncer_server", "production_pgbouncer",
+                             "postgres_database_url"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -78,6 +81,12 @@ def redis_server() -> Iterator[RedisServer]:
 def pgbouncer_server(postgres_server: PostgresServer) -> Iterator[PgBouncerServer]:
     """A throwaway PgBouncer (transaction pooling) in front of ``postgres_server``."""
     yield from _running(PgBouncerServer(postgres_server))
+
+
+@pytest.fixture(scope="session")
+def production_pgbouncer(postgres_server: PostgresServer) -> Iterator[ProductionPgBouncer]:
+    """A throwaway PgBouncer running deploy/pgbouncer.ini's settings in front of ``postgres_server``."""
+    yield from _running(ProductionPgBouncer(postgres_server))
 
 
 @pytest.fixture

@@ -3,30 +3,20 @@ running those very settings (only the environment-specific keys are swapped for 
 
 from __future__ import annotations
 
-import configparser
-import io
 import re
 from contextlib import closing
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 
 from tenantsvc.adapters.db.errors import StatementTimeout
 from tenantsvc.config import load_settings
-from tests.support.pgbouncer import PgBouncerServer
+from tests.support.pgbouncer import PRODUCTION_INI as INI
+from tests.support.pgbouncer import production_config as production
 
-INI = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer.ini"
 SIZING_LINE = re.compile(r"^;\s*sizing\.(\w+)\s*=\s*(\d+)", re.MULTILINE)
 DEFAULTS = load_settings({})
-
-
-def production() -> configparser.ConfigParser:
-    """The production file as PgBouncer would read it."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(INI.read_text())
-    return parser
 
 
 def setting(name: str) -> str:
@@ -51,6 +41,10 @@ def test_startup_parameters_that_clients_send_are_ignored_rather_than_refused():
 
 def test_waiting_for_a_server_connection_is_short_and_bounded():
     assert 0 < int(setting("query_wait_timeout")) <= DEFAULTS.db_conn_timeout_s
+
+
+def test_a_failed_server_login_is_retried_within_about_a_second():
+    assert 0 < int(setting("server_login_retry")) <= 1
 
 
 def test_pooler_backstops_sit_above_the_postgres_guardrails():
@@ -78,33 +72,6 @@ def test_pool_sizes_follow_the_written_sizing_rule():
 
 
 # ---- the production settings in a real pgbouncer -----------------------------------------------
-
-
-class ProductionPgBouncer(PgBouncerServer):
-    """A PgBouncer running deploy/pgbouncer.ini, with addresses, auth and files pointed at the test's own."""
-
-    def config_text(self) -> str:
-        """The production [pgbouncer] section with the environment-specific keys replaced."""
-        settings = dict(production()["pgbouncer"])
-        settings.update(listen_addr=self.host, listen_port=str(self.port), unix_socket_dir=self.base_dir,
-                        auth_type="trust", auth_file=f"{self.base_dir}/userlist.txt", admin_users=self.user,
-                        stats_users=self.user, pidfile=f"{self.base_dir}/pgbouncer.pid")
-        config = configparser.ConfigParser(interpolation=None)
-        config["databases"] = {"*": f"host={self.postgres.host} port={self.postgres.port}"}
-        config["pgbouncer"] = settings
-        text = io.StringIO()
-        config.write(text)
-        return text.getvalue()
-
-
-@pytest.fixture(scope="module")
-def production_pgbouncer(postgres_server) -> Iterator[ProductionPgBouncer]:
-    server = ProductionPgBouncer(postgres_server)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 def show_then_sleep_txn(txn: Any, seen: list[str]) -> None:

@@ -28,6 +28,7 @@ from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
 from tenantsvc.core.breaker import HALF_OPEN
 from tenantsvc.service import Components, OrderedMultiService, build_components, build_web
+from tests.support.http import fetch
 from tests.support.metrics import metric_total
 
 ADMIN_TOKEN = "fault-admin-token-0123456789"
@@ -208,23 +209,14 @@ class Stack:
     async def request(self, kind: str, method: str, path: str, *, json_body: Any = None,
                       headers: Mapping[str, str] | None = None) -> Answer:
         """Send one request over loopback (with the admin token on admin paths); return the checked answer."""
-        import treq
-
-        all_headers = {"Authorization": [f"Bearer {ADMIN_TOKEN}"]} if path.startswith("/admin/") else {}
-        all_headers.update({name: [value] for name, value in (headers or {}).items()})
-        data = None
-        if json_body is not None:
-            data = json.dumps(json_body).encode("utf-8")
-            all_headers["Content-Type"] = ["application/json"]
+        all_headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if path.startswith("/admin/") else {}
+        all_headers.update(headers or {})
         state = self.breaker_state()
         sent_at, started = _reactor().seconds(), time.monotonic()
         try:
-            response = await treq.request(method, self.base_url + path, headers=all_headers, data=data,
-                                          pool=self._http_pool, timeout=REQUEST_TIMEOUT_S)
-            body = await treq.content(response)
-            status = response.code
-            flat = {name.decode("latin-1").lower(): values[0].decode("latin-1")
-                    for name, values in response.headers.getAllRawHeaders()}
+            fetched = await fetch(method, self.base_url + path, pool=self._http_pool, headers=all_headers,
+                                  json_body=json_body, timeout_s=REQUEST_TIMEOUT_S)
+            status, flat, body = fetched.status, fetched.headers, fetched.body
         except Exception as error:  # no answer at all: recorded, and a failure of the test
             status, flat, body = 0, {}, repr(error).encode()
         answer = Answer(kind, method, path, sent_at, time.monotonic() - started, status, flat, body, state,

@@ -15,11 +15,8 @@ Nothing here imports the reactor, klein or txredisapi at module scope.
 
 from __future__ import annotations
 
-import json
 import socket
-import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -28,6 +25,7 @@ from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
 from tenantsvc.core.theme import Theme
 from tenantsvc.service import Components, OrderedMultiService, build_components, build_web
+from tests.support.http import HttpAnswer, fetch
 from tests.support.waiting import eventually, real_reactor
 
 ADMIN_TOKEN = "fleet-admin-token-0123456789"
@@ -42,20 +40,6 @@ async def seed_tenant(db: Any, slug: str, theme: Theme | None = None) -> None:
     await db.run_interaction("seed_tenant", tenant_store.insert_tenant_txn, slug, slug.title())
     if theme is not None:
         await db.run_interaction("seed_theme", tenant_store.save_theme_txn, slug, theme)
-
-
-@dataclass(frozen=True)
-class HttpAnswer:
-    """One complete HTTP response and how long it took from sending the request to the last body byte."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    elapsed_s: float
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or None."""
-        return self.headers.get(name.lower())
 
 
 class FleetInstance:
@@ -103,21 +87,8 @@ class FleetInstance:
     async def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
                       json_body: Any = None) -> HttpAnswer:
         """Send one request over loopback and read the whole response."""
-        import treq
-
-        all_headers = {name: [value] for name, value in (headers or {}).items()}
-        data = None
-        if json_body is not None:
-            data = json.dumps(json_body).encode("utf-8")
-            all_headers["Content-Type"] = ["application/json"]
-        started = time.monotonic()
-        response = await treq.request(method, self.base_url + path, headers=all_headers, data=data,
-                                      pool=self._pool, timeout=REQUEST_TIMEOUT_S)
-        body = await treq.content(response)
-        elapsed = time.monotonic() - started
-        flat = {name.decode("latin-1").lower(): values[0].decode("latin-1")
-                for name, values in response.headers.getAllRawHeaders()}
-        return HttpAnswer(response.code, flat, body, elapsed)
+        return await fetch(method, self.base_url + path, pool=self._pool, headers=headers, json_body=json_body,
+                           timeout_s=REQUEST_TIMEOUT_S)
 
     async def load_theme(self, slug: str, *, headers: Mapping[str, str] | None = None) -> HttpAnswer:
         """``GET /<slug>/api/public/load-theme``."""

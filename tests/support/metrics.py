@@ -1,4 +1,4 @@
-"""Reading metric values from a prometheus ``CollectorRegistry`` in tests."""
+"""Reading metric values in tests: from a prometheus ``CollectorRegistry``, or from a scraped ``/metrics`` page."""
 
 from __future__ import annotations
 
@@ -13,3 +13,11 @@ def metric_total(registry: CollectorRegistry, sample_name: str, **labels: str) -
             if sample.name == sample_name and labels.items() <= sample.labels.items():
                 total += sample.value
     return total
+
+
+def scraped_total(text: str, sample_name: str, **labels: str) -> float:
+    """Like ``metric_total``, for a ``/metrics`` page as scraped (parsed with prometheus_client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == sample_name and labels.items() <= sample.labels.items())

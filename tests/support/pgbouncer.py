@@ -1,6 +1,7 @@
 """A throwaway PgBouncer in transaction pooling mode in front of a ``PostgresServer``.
 
-Every database name is forwarded (``* =``) to the Postgres fixture; user ``postgres`` with trust
+Every database name is forwarded (``* =``) to the Postgres fixture (``ProductionPgBouncer``: with the
+settings of deploy/pgbouncer.ini); user ``postgres`` with trust
 auth (listed in a userlist in the temp dir) is also an admin, so ``admin(...)`` can run ``SHOW POOLS``,
 ``PAUSE`` or ``RESUME`` on the ``pgbouncer`` console. Fault helpers: ``stop``/``start``,
 ``pause``/``resume`` (SIGSTOP/SIGCONT of the process; ``admin("PAUSE")`` is the polite variant).
@@ -8,11 +9,14 @@ auth (listed in a userlist in the temp dir) is also an admin, so ``admin(...)`` 
 
 from __future__ import annotations
 
+import configparser
+import io
 import os
 import shutil
 import signal
 import subprocess
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 from tests.support.postgres import SUPERUSER, PostgresServer
@@ -47,6 +51,16 @@ server_reset_query =
 ignore_startup_parameters = extra_float_digits,options
 pidfile = {base_dir}/pgbouncer.pid
 """
+
+
+PRODUCTION_INI = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer.ini"
+
+
+def production_config() -> configparser.ConfigParser:
+    """deploy/pgbouncer.ini as PgBouncer would read it."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(PRODUCTION_INI.read_text())
+    return parser
 
 
 class PgBouncerServer(DisposableServer):
@@ -150,3 +164,20 @@ class PgBouncerServer(DisposableServer):
                 return []
             names = [column[0] for column in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+class ProductionPgBouncer(PgBouncerServer):
+    """A PgBouncer running deploy/pgbouncer.ini, with addresses, auth and files pointed at the test's own."""
+
+    def config_text(self) -> str:
+        """The production [pgbouncer] section with the environment-specific keys replaced."""
+        settings = dict(production_config()["pgbouncer"])
+        settings.update(listen_addr=self.host, listen_port=str(self.port), unix_socket_dir=self.base_dir,
+                        auth_type="trust", auth_file=f"{self.base_dir}/userlist.txt", admin_users=self.user,
+                        stats_users=self.user, pidfile=f"{self.base_dir}/pgbouncer.pid")
+        config = configparser.ConfigParser(interpolation=None)
+        config["databases"] = {"*": f"host={self.postgres.host} port={self.postgres.port}"}
+        config["pgbouncer"] = settings
+        text = io.StringIO()
+        config.write(text)
+        return text.getvalue()
