@@ -649,3 +649,17 @@ def test_classified_runners_send_every_interaction_through_the_breaker(env):
     refusal(write, PoolTimeout)
     with pytest.raises(ValueError, match="request_class"):
         env.breaker.runner("public")
+
+
+def test_a_long_outage_costs_one_probe_per_open_period_never_a_reconnect_storm():
+    env = Env(open_backoff_factor=2.0, open_duration_max_s=4 * OPEN_DURATION_S)
+    env.open_on_failures()
+    for _ in range(int(600 / SAMPLE_INTERVAL_S)):  # ten minutes of a database that never answers
+        env.clock.advance(SAMPLE_INTERVAL_S)
+        for probe in env.db.named(PROBE):
+            if not probe.deferred.called:
+                probe.begin()
+                probe.finish(DatabaseUnavailable("connection refused"))
+    # Open periods 5, 10, 20, 20, 20 … s: one probe each, whatever the pool size or the traffic.
+    assert 28 <= len(env.db.named(PROBE)) <= 31, len(env.db.named(PROBE))
+    assert env.state in (OPEN, HALF_OPEN)
