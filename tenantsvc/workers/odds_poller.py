@@ -12,8 +12,10 @@ own ``clock.callLater`` chain, so a slow or failing sport never delays another:
   said "no data" or carried a rate-limit/error message) because the feed asked us to slow down;
   ``server_error``, ``timeout`` and ``unreachable`` because retrying a struggling feed at full speed
   makes it worse; ``malformed`` (usually a truncated body) and ``http_error`` (other 4xx: a key or path
-  problem) because an immediate retry would only repeat it; ``error`` (an unexpected exception, logged
-  with its traceback) so a bug cannot turn into a hot loop. A ``FeedError`` whose ``retryable`` is
+  problem) because an immediate retry would only repeat it; ``db_unavailable`` (the odds were fetched but
+  the database refused or failed the save: breaker open, no connection, deadline) because the breaker is
+  already shedding load; ``error`` (an unexpected exception, logged with its traceback) so a bug cannot
+  turn into a hot loop. A ``FeedError`` whose ``retryable`` is
   False cannot heal by retrying soon, so it waits the full ``backoff_cap_s`` at once.
 
 A sport's next run is scheduled only when its previous run has finished, so runs of one sport never
@@ -33,17 +35,21 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
+from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout, TransactionConflict
 from tenantsvc.core.feed_errors import FEED_ERROR_KINDS, FeedError
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import jittered, retry_delay, stagger_offsets
 from tenantsvc.obs.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics
+from tenantsvc.services.errors import ServiceUnavailable
 
 POLL = ActionType(
     "tenantsvc:odds:poll", fields(sport=str), fields(outcome=str, consecutive_failures=int),
     "Fetch, parse and save one sport's odds; outcome is ok, a feed error kind, error, or stopped.",
 )
 UNEXPECTED = "error"
+DB_UNAVAILABLE = "db_unavailable"  # the save was refused or failed: an expected degradation, no traceback
+DB_REFUSALS = (ServiceUnavailable, DatabaseUnavailable, StatementTimeout, TransactionConflict)
 STOPPED = "stopped"
 PERSISTENT_ATTEMPT = 64  # a backoff attempt large enough that the nominal delay is always the cap
 
@@ -171,6 +177,8 @@ class OddsPoller(Service):
         except FeedError as error:
             delay = self._failed(loop, feed_error_kind(error), error.retry_after_s, retryable=error.retryable,
                                  started=started)
+        except DB_REFUSALS:
+            delay = self._failed(loop, DB_UNAVAILABLE, None, retryable=True, started=started)
         except Exception:
             write_failure(Failure())
             delay = self._failed(loop, UNEXPECTED, None, retryable=True, started=started)

@@ -14,10 +14,12 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
+from tenantsvc.adapters.db.errors import DatabaseUnavailable
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedTimeout
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import RETRY_AFTER_CAP_S
 from tenantsvc.obs.metrics import Metrics
+from tenantsvc.services.errors import BreakerOpen
 from tenantsvc.workers.odds_poller import POLL, OddsPoller
 from tests.support.logs import memory_logger
 
@@ -209,6 +211,18 @@ def test_an_unexpected_exception_is_logged_counted_and_backed_off_without_killin
     assert rig.sample("feed_errors_total", sport="soccer", kind="error") == 1
     assert rig.ingest.times("soccer") == [30.0, 90.0]  # backed off 30 s, then the normal period
     assert rig.poller.describe()["soccer"]["last_error"] is None
+
+
+@pytest.mark.parametrize("refusal", [BreakerOpen(3, "failures"), DatabaseUnavailable("server closed the connection")])
+def test_a_save_the_database_refused_is_db_unavailable_backed_off_and_logged_without_a_traceback(
+        refusal, eliot_logger):
+    rig = make_rig()
+    rig.ingest.errors["soccer"] = [refusal]
+    rig.clock.advance(0)
+    assert eliot_logger.flush_tracebacks(Exception) == []
+    assert rig.sample("feed_errors_total", sport="soccer", kind="db_unavailable") == 1
+    assert rig.poller.describe()["soccer"]["last_error"] == "db_unavailable"
+    assert rig.poller.describe()["soccer"]["next_run_in_s"] == 30.0  # the first backoff step
 
 
 def test_a_cancelled_error_while_running_counts_as_an_error(eliot_logger):
