@@ -21,7 +21,7 @@ ENVIRONMENT_VARIABLES = (
     "DB_WEB_POOL_MAX", "DB_WORKER_POOL_MAX", "DB_POOL_MIN", "DB_CONN_TIMEOUT", "DB_STATEMENT_TIMEOUT",
     "DB_IDLE_IN_TRANSACTION_TIMEOUT", "DB_PREPARE_THRESHOLD", "DB_SLOW_CALL_THRESHOLD", "PGBOUNCER_ADMIN_URL", "REDIS_TIMEOUT",
     "THEME_CACHE_TTL", "THEME_CACHE_SWR", "THEME_CACHE_MAX_ENTRIES", "THEME_L2_TIMEOUT", "THEME_WARM_INTERVAL",
-    "ACCESS_LOG_SAMPLE_RATE", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
+    "ACCESS_LOG_SAMPLE_RATE", "ACCESS_LOG_SLOW_THRESHOLD", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
     "RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_LOGIN_CLIENT",
     "RATE_LIMIT_LOGIN_USER", "SESSION_ABSOLUTE_LIFETIME", "TRUSTED_PROXY_HEADER",
     "GOALSERVE_TIMEOUT", "ODDS_SPORTS", "ODDS_POLL_INTERVAL", "ODDS_MAX_AGE", "ODDS_CACHE_TTL",
@@ -119,6 +119,7 @@ class Settings:
     theme_l2_timeout_s: float = 0.05
     theme_warm_interval_s: float = 300.0
     access_log_sample_rate: float = 0.001
+    access_log_slow_threshold_ms: int = 100  # a fast-path request slower than this is always logged
     pgbouncer_admin_url: str | None = field(default=None, repr=False)
     rate_limits: Mapping[str, str] = field(default_factory=dict)
     session_absolute_lifetime_s: float = 7 * 86400.0
@@ -459,6 +460,8 @@ def load_settings(
         theme_l2_timeout_s=_duration_ms(env, "THEME_L2_TIMEOUT", 50) / 1000.0 or _too_small("THEME_L2_TIMEOUT"),
         theme_warm_interval_s=_seconds(env, "THEME_WARM_INTERVAL", 300.0, 5.0, 86400.0),
         access_log_sample_rate=_fraction(env, "ACCESS_LOG_SAMPLE_RATE", 0.001),
+        access_log_slow_threshold_ms=_duration_ms(env, "ACCESS_LOG_SLOW_THRESHOLD", 100)
+        or int(_too_small("ACCESS_LOG_SLOW_THRESHOLD")),
         pgbouncer_admin_url=_pgbouncer_admin_url(env.get("PGBOUNCER_ADMIN_URL")),
         rate_limits=_rate_limits(env),
         session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),

@@ -18,6 +18,7 @@ from tenantsvc.adapters.db.service import DatabaseService
 from tenantsvc.config import Settings
 from tenantsvc.obs.logging import LoggingService
 from tenantsvc.obs.metrics import Metrics
+from tenantsvc.obs.platform_metrics import register_platform_metrics
 from tenantsvc.services.demo import ensure_demo_tenant
 from tenantsvc.core.breaker import BACKGROUND, READ, WRITE, BreakerConfig
 from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicies
@@ -102,7 +103,10 @@ def build_players(settings: Settings, reactor: Any, metrics: Metrics, reads: Any
         store: Any = RedisSessionStore(real_redis)
     else:
         store = MemorySessionStore(reactor)
-    passwords = passwords if passwords is not None else PasswordHashing(reactor)
+    if passwords is None:
+        passwords = PasswordHashing(reactor, on_timing=metrics.record_password_operation,
+                                    on_rejected=metrics.hashing_rejected.inc)
+        metrics.watch_password_hashing(passwords.threads, lambda: passwords.queue_depth, passwords.queue_depth_peak)
     sessions = SessionService(store, reactor, SessionPolicy(absolute_lifetime_s=settings.session_absolute_lifetime_s),
                               metrics=metrics)
     return Players(accounts=AccountService(reads, writes, passwords), sessions=sessions,
@@ -231,6 +235,9 @@ def build_components(settings: Settings, reactor: Any, *,
     db = Database(settings, reactor, pool_factory=pool_factory)
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
+    metrics.watch_pool_peaks(db.peaks)
+    register_platform_metrics(registry, version=settings.app_version, role=settings.role,
+                              environment=settings.environment)
     metrics.watch_connection_replacements(lambda: db.replacements)
     tenant_registry = TenantRegistry()
     redis, redis_breaker = l2, None
@@ -322,6 +329,7 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
         clock=reactor, metrics=components.metrics, is_known_tenant=components.tenant_registry.is_known,
         operational=operational, public_theme=public_theme, admin=admin, tenant_api=tenant_api,
         access_log_sample_rate=settings.access_log_sample_rate,
+        access_log_slow_s=settings.access_log_slow_threshold_ms / 1000,
     )
     site = QuietSite(root, reactor=reactor)
     site.displayTracebacks = False

@@ -46,6 +46,9 @@ COOLDOWN = "cooldown"          # open_duration_s elapsed: OPEN → HALF_OPEN
 PROBE_FAILED = "probe_failed"  # a half-open probe failed
 RECOVERED = "recovered"        # probes succeeded and pressure is below the close thresholds
 FORCED = "forced"              # an operator forced the state
+# Every way the rules (not an operator) open a breaker: (from_state, to_state, reason).
+AUTOMATIC_OPENINGS = ((CLOSED, OPEN, PRESSURE), (CLOSED, OPEN, FAILURES), (HALF_OPEN, OPEN, PRESSURE),
+                      (HALF_OPEN, OPEN, PROBE_FAILED))
 
 # Kinds of failure the caller reports: a connection error, a timeout (statement timeout or overall deadline),
 # a call still holding its connection past the slow-call threshold, a trivial query left unanswered.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import metrics as prometheus_metrics
@@ -23,15 +23,21 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
-from tenantsvc.obs.request_counters import RequestCounters
+from tenantsvc.obs.request_counters import NO_ROUTE_CLASS, OPERATIONAL, RequestCounters  # noqa: F401 (re-exported)
 
 from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TENANT = "_unknown"
 NO_TENANT = ""
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-DB_BUCKETS = (0.0005,) + LATENCY_BUCKETS  # a healthy pool hands out connections in well under a millisecond
+# From 100 µs: a warm public theme answer takes well under a millisecond, so a 1 ms lowest bucket made its
+# p99 read "1 ms" whatever happened below it (issue 13). A healthy pool hands out connections as fast.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+DB_BUCKETS = LATENCY_BUCKETS
+HASHING_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # argon2id: ~50 ms each
+# ``route_class`` of http_requests_total / http_request_duration_seconds (request_counters.ROUTE_CLASSES):
+# one class per route (method and template), so the label adds no series.
 FEED_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)  # a feed poll: fetch, parse, save
 
 
@@ -182,6 +188,13 @@ class PlainHistogram(_PlainFamily):
             family.add_sample(name + "_created", labels, series.created)
 
 
+def zero(counter: Counter | PlainCounter, label_values: Iterable[Sequence[str]]) -> None:
+    """Create each series of ``counter`` at 0 (its label values are known up front), so a query over it
+    reads 0 rather than "no data" before the first event."""
+    for values in label_values:
+        counter.labels(*values)
+
+
 class _CallbackCounter(Collector):
     """A counter family whose values are read from a callback at scrape time (counted in another thread)."""
 
@@ -212,8 +225,8 @@ class Metrics:
         self.requests = RequestCounters()
         registry.register(self.requests)
         self.http_duration = PlainHistogram(
-            "http_request_duration_seconds", "HTTP request duration by method and route template.",
-            ["method", "endpoint"], registry, buckets=LATENCY_BUCKETS,
+            "http_request_duration_seconds", "HTTP request duration by method, route template and route class.",
+            ["method", "endpoint", "route_class"], registry, buckets=LATENCY_BUCKETS,
         )
         self.db_pool_usage = Gauge(
             "db_pool_usage_percent", "Pool connections in use, as a percentage of the pool ceiling.",
@@ -338,8 +351,9 @@ class Metrics:
         )
         self.odds_age = Gauge(
             "odds_age_seconds",
-            "Seconds since this process last saved each sport's odds, computed at scrape time; NaN until the "
-            "first success.", ["sport"], registry=registry,
+            "Seconds since this process last saved each sport's odds, computed at scrape time; before the "
+            "sport's first success, seconds since the odds poller was built (process start-up).", ["sport"],
+            registry=registry,
         )
         self.feed_fetch_duration = Histogram(
             "feed_fetch_duration_seconds", "Duration of each odds poll (fetch, parse and save), by sport.",
@@ -369,6 +383,94 @@ class Metrics:
             "Redis calls that timed out or met a connection error (what the Redis breaker counts), by kind.",
             ["kind"], registry=registry,
         )
+        self._add_operations_kit_metrics(registry)
+        self._interaction_names: set[str] = set()
+
+    # --- issue 13: the operations kit (peaks, workers from start-up, password hashing) -------------------
+
+    def _add_operations_kit_metrics(self, registry: CollectorRegistry) -> None:
+        """The families issue 13 adds (process, platform and build info: ``obs.platform_metrics``)."""
+        self.db_pool_usage_max = Gauge(
+            "db_pool_usage_percent_max",
+            "Highest share of the pool in use at any moment of the last minute (db_pool_usage_percent is "
+            "the value at scrape time only).", ["process_type"], registry=registry,
+        )
+        self.db_pool_waiting_max = Gauge(
+            "db_pool_waiting_connections_max",
+            "Most DB interactions waiting for a connection at any moment of the last minute.",
+            ["process_type"], registry=registry,
+        )
+        self.worker_started = Gauge(
+            "worker_started_timestamp_seconds",
+            "Unix time each worker was built (process start-up): with worker_last_success_timestamp_seconds, "
+            "how long a worker that never succeeded has been trying.", ["worker"], registry=registry,
+        )
+        self.hashing_queue = Gauge(
+            "password_hashing_queue_depth", "Password hash/verify operations waiting for a hashing thread.",
+            registry=registry,
+        )
+        self.hashing_queue_max = Gauge(
+            "password_hashing_queue_depth_max",
+            "Most password operations waiting for a hashing thread at any moment of the last minute.",
+            registry=registry,
+        )
+        self.hashing_threads = Gauge(
+            "password_hashing_threads", "Threads that hash and verify passwords (argon2id).", registry=registry,
+        )
+        self.hashing_wait = Histogram(
+            "password_hashing_wait_seconds", "Time password operations waited for a hashing thread.",
+            buckets=HASHING_BUCKETS, registry=registry,
+        )
+        self.hashing_duration = Histogram(
+            "password_hashing_duration_seconds", "CPU-bound time of each password operation, by op (hash, verify).",
+            ["op"], buckets=HASHING_BUCKETS, registry=registry,
+        )
+        self.hashing_rejected = Counter(
+            "password_hashing_rejected_total",
+            "Password operations refused at once because too many were already waiting (the caller got 503).",
+            registry=registry,
+        )
+        for op in ("hash", "verify"):
+            self.hashing_duration.labels(op)
+
+    def watch_pool_peaks(self, peaks: Callable[[], object]) -> None:
+        """Export the pool's peak gauges from ``peaks()`` (a ``PoolSnapshot`` of maxima) at scrape time."""
+        labels = (self.process_type,)
+        self.db_pool_usage_max.labels(*labels).set_function(lambda: peaks().usage_percent)  # type: ignore[attr-defined]
+        self.db_pool_waiting_max.labels(*labels).set_function(lambda: peaks().waiting)  # type: ignore[attr-defined]
+
+    def watch_password_hashing(self, threads: int, queue_depth: Callable[[], float],
+                               queue_depth_peak: Callable[[], float]) -> None:
+        """Export the hashing pool's size and queue (current and peak) at scrape time."""
+        self.hashing_threads.set(threads)
+        self.hashing_queue.set_function(queue_depth)
+        self.hashing_queue_max.set_function(queue_depth_peak)
+
+    def record_password_operation(self, op: str, wait_s: float, run_s: float) -> None:
+        """Time one password operation (called in a hashing thread: prometheus_client metrics are locked)."""
+        self.hashing_wait.observe(wait_s)
+        self.hashing_duration.labels(op).observe(run_s)
+
+    def worker_built(self, worker: str, now: float) -> None:
+        """A worker exists from ``now``: its tick counters at 0 and its start time, before any tick runs."""
+        zero(self.worker_ticks, [(worker, "ok"), (worker, "error")])
+        self.worker_started.labels(worker).set(now)
+
+    def record_worker_tick(self, worker: str, ok: bool, now: float) -> None:
+        """Count one worker tick; a success also sets ``worker_last_success_timestamp_seconds``."""
+        self.worker_ticks.labels(worker, "ok" if ok else "error").inc()
+        if ok:
+            self.worker_last_success.labels(worker).set(now)
+
+    def _first_interaction(self, name: str) -> None:
+        """Create every per-interaction counter of ``name`` at 0, so its errors read 0 rather than no data."""
+        self._interaction_names.add(name)
+        self.db_interactions.labels(name, "ok")
+        for counter in (self.db_connection_errors, self.db_statement_timeouts, self.db_pool_timeouts,
+                        self.db_deadline_timeouts, self.db_slow_calls):
+            counter.labels(name)
+
+    # --- end of issue 13 block ----------------------------------------------------------------------------
 
     def watch_pool(self, snapshot: Callable[[], object]) -> None:
         """Export pool gauges computed from ``snapshot()`` at scrape time."""
@@ -389,15 +491,19 @@ class Metrics:
         """Export ``odds_age_seconds{sport}`` computed from ``age_s()`` at scrape time (it grows between polls)."""
         self.odds_age.labels(sport).set_function(age_s)
 
-    def record_request(self, method: str, endpoint: str, status: int, tenant: str, seconds: float) -> None:
-        """Count one finished HTTP request (label children are cached: this is on every request)."""
+    def record_request(self, method: str, endpoint: str, status: int, tenant: str, seconds: float,
+                       route_class: str = NO_ROUTE_CLASS) -> None:
+        """Count one finished HTTP request (label children are cached: this is on every request).
+
+        ``route_class`` is a function of ``method`` and ``endpoint`` (one class per route), so it adds no series.
+        """
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        self.requests.record(method, endpoint, str(status), tenant,
-                             count_tenant=tenant not in (UNKNOWN_TENANT, NO_TENANT))
+        self.requests.record(method, endpoint, str(status), tenant, route_class,
+                             tenant not in (UNKNOWN_TENANT, NO_TENANT))
         observe = self._duration_children.get((method, endpoint))
         if observe is None:
-            observe = self.http_duration.labels(method, endpoint).observe
+            observe = self.http_duration.labels(method, endpoint, route_class).observe
             self._duration_children[(method, endpoint)] = observe
         observe(seconds)
 
@@ -409,6 +515,8 @@ class Metrics:
         also counted on their own.
         """
         error = None if failure is None else getattr(failure, "value", failure)
+        if name not in self._interaction_names:
+            self._first_interaction(name)
         self.db_interactions.labels(name, "ok" if error is None else type(error).__name__).inc()
         self.db_pool_wait.labels(name).observe(wait_s)
         if error is None or hold_s > 0:

@@ -21,10 +21,10 @@ from tenantsvc.core.bets import bet_fingerprint, parse_bet_request
 from tenantsvc.core.odds import odds_text
 from tenantsvc.core.settlement import SETTLED_OUTCOMES
 from tenantsvc.core.validation import ValidationFailed, check_text, check_unknown_fields
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.errors import Conflict, NotFoundError, Unprocessable
 from tenantsvc.services.odds_ingest import utc_now
-from tenantsvc.services.settlement import MAX_REASON_LENGTH, record_settlement
+from tenantsvc.services.settlement import MAX_REASON_LENGTH, SETTLED_OUTCOMES_IN_ORDER, record_settlement
 
 BET_PLACED = MessageType("tenantsvc:bets:placed", fields(tenant=str, bet_id=int, replayed=bool),
                          "A bet was accepted (or an identical retry was answered with it).")
@@ -47,6 +47,8 @@ class BettingService:
         self._clock = clock
         self._max_odds_age_s = max_odds_age_s
         self._metrics = metrics
+        zero(metrics.bets_placed, [("accepted",), ("replayed",), ("rejected",)])
+        zero(metrics.bets_settled, [(outcome,) for outcome in SETTLED_OUTCOMES_IN_ORDER])  # operators settle too
 
     async def place(self, tenant: str, user_id: int, payload: Mapping[str, Any],
                     idempotency_key: str) -> bet_store.PlacedBet:

@@ -11,14 +11,20 @@ from typing import Any
 
 from eliot import MessageType, fields
 
-from tenantsvc.core.breaker import STATE_CODES, CircuitBreaker, Transition
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.core.breaker import AUTOMATIC_OPENINGS, STATE_CODES, CircuitBreaker, Transition
+from tenantsvc.obs.metrics import Metrics, zero
 
 BREAKER_TRANSITION = MessageType(
     "tenantsvc:breaker:transition",
     fields(breaker_name=str, from_state=str, to_state=str, reason=str, detail=str),
     "A circuit breaker changed state; detail is the failure kind when failures caused it.",
 )
+
+
+def zero_openings(metrics: Metrics, breaker_name: str) -> None:
+    """Create the breaker's automatic-opening series of ``circuit_breaker_transitions_total`` at 0, so its
+    first opening shows as an increase (an alert on openings would miss a series born at 1)."""
+    zero(metrics.breaker_transitions, [(breaker_name, *opening) for opening in AUTOMATIC_OPENINGS])
 
 
 def record_transition(metrics: Metrics, breaker_name: str, transition: Transition) -> None:

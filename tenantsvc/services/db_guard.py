@@ -53,8 +53,8 @@ from tenantsvc.core.breaker import (
     Transition,
     retry_after_header_s,
 )
-from tenantsvc.obs.metrics import Metrics
-from tenantsvc.services.breaker_view import describe_machine, record_transition
+from tenantsvc.obs.metrics import Metrics, zero
+from tenantsvc.services.breaker_view import describe_machine, record_transition, zero_openings
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
 T = TypeVar("T")
@@ -66,6 +66,7 @@ DEADLINE_RETRY_AFTER_S = 2
 DEADLINE_MARGIN_S = 0.5  # on top of conn wait + statement timeout: the error's way back, the rollback
 DEFAULT_PROBE_TIMEOUT_S = 1.0  # the breaker's own checks, when slow-call detection is off
 LIVENESS_CHECK, PROBE = "db_liveness_check", "db_breaker_probe"  # interaction names of the two checks
+SAMPLER = "db_breaker_sampler"  # its worker label in worker_ticks_total (failed pool samples)
 SUCCESS = "success"
 MODES = ("open", "closed", "auto")
 
@@ -148,6 +149,11 @@ class DbBreaker(Service):
         self._loop: LoopingCall | None = None
         self.machine = CircuitBreaker(config, self._transitioned)
         metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[self.machine.state])
+        zero(metrics.breaker_checks, [(BREAKER_NAME, check, outcome) for check in (LIVENESS_CHECK, PROBE)
+                                      for outcome in ("answered", "unanswered", "no_connection")])
+        zero(metrics.breaker_rejections, [(BREAKER_NAME, request_class) for request_class in REQUEST_CLASSES])
+        zero(metrics.worker_ticks, [(SAMPLER, "error")])
+        zero_openings(metrics, BREAKER_NAME)  # only failed samples are counted
         db.add_observer(self._observe)
 
     # ---- service life --------------------------------------------------------------------------
@@ -180,7 +186,7 @@ class DbBreaker(Service):
             self._probe_if_half_open()
         except Exception:
             write_failure(Failure())
-            self._metrics.worker_ticks.labels("db_breaker_sampler", "error").inc()
+            self._metrics.worker_ticks.labels(SAMPLER, "error").inc()
 
     def _count_slow_calls(self, now: float) -> None:
         """Each call newly past the slow-call threshold is a failure; the first ones send a liveness check."""

@@ -22,9 +22,9 @@ from eliot import MessageType, fields
 
 from tenantsvc.adapters.redis import RedisClient, RedisUnavailable
 from tenantsvc.adapters.redis_rate_limiter import RedisRateLimiter
-from tenantsvc.core.rate_limits import RateLimitPolicy
+from tenantsvc.core.rate_limits import ENDPOINT_CLASSES, PUBLIC, RateLimitPolicy
 from tenantsvc.core.token_bucket import Decision, check_request_size, decision_for, spend
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.obs.metrics import Metrics, zero
 
 ALLOWED, LIMITED, FAIL_OPEN = "allowed", "limited", "fail_open"
 DEFAULT_MAX_KEYS = 100_000
@@ -166,6 +166,11 @@ def build_rate_limiters(clock: Any, metrics: Metrics | None, redis: RedisClient 
                         max_keys: int = DEFAULT_MAX_KEYS) -> RateLimiters:
     """The limiters for this process: fleet-wide through Redis when configured, else in-process only."""
     local = LocalRateLimiter(clock, max_keys=max_keys, metrics=metrics)
+    if metrics is not None:  # every decision this process can make, at 0 from start-up
+        outcomes = {endpoint_class: (ALLOWED, LIMITED) if redis is None or endpoint_class == PUBLIC
+                    else (ALLOWED, LIMITED, FAIL_OPEN) for endpoint_class in ENDPOINT_CLASSES}
+        zero(metrics.ratelimit_decisions, [(endpoint_class, outcome) for endpoint_class, each in outcomes.items()
+                                           for outcome in each])
     if redis is None:
         return RateLimiters(local=local, fleet=local)
     return RateLimiters(local=local, fleet=FallbackRateLimiter(RedisRateLimiter(redis), clock, metrics=metrics,

@@ -49,8 +49,8 @@ from tenantsvc.core.breaker import (
     Transition,
     retry_after_header_s,
 )
-from tenantsvc.obs.metrics import Metrics
-from tenantsvc.services.breaker_view import describe_machine, record_transition
+from tenantsvc.obs.metrics import Metrics, zero
+from tenantsvc.services.breaker_view import describe_machine, record_transition, zero_openings
 
 BREAKER_NAME = "redis"
 PROBE_INTERVAL_S = 0.1
@@ -103,6 +103,8 @@ class RedisBreaker(Service):
         self._stopped = False
         self.machine = CircuitBreaker(config or redis_breaker_config(), self._transitioned)
         metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[self.machine.state])
+        zero(metrics.redis_call_failures, [(TIMEOUT,), (CONNECTION_ERROR,)])
+        zero_openings(metrics, BREAKER_NAME)
 
     def protect(self, client: RedisClient) -> None:
         """Guard every call of ``client`` and probe Redis through its ``check``."""

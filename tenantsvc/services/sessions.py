@@ -20,12 +20,14 @@ from tenantsvc.adapters.session_store import SessionStore
 from tenantsvc.core.sessions import (
     SESSION_ID_BYTES, SessionPolicy, SessionRecord, is_well_formed_session_id, session_hash,
 )
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.errors import SessionStoreUnavailable
 
 T = TypeVar("T")
 Session = SessionRecord  # what ``resolve`` returns: tenant, user_id, username, created_at, remember
 STORE_RETRY_AFTER_S = 2
+# session_store_operations_total{op}: every operation, and "reachable" (a login refused before hashing).
+STORE_OPERATIONS = ("put", "get", "renew", "delete", "delete_owner", "count", "reachable")
 
 
 class CrossTenantSession(Exception):
@@ -61,6 +63,8 @@ class SessionService:
         self._clock = clock
         self.policy = policy
         self._metrics = metrics
+        if metrics is not None:
+            zero(metrics.session_store_operations, [(op, outcome) for op in STORE_OPERATIONS for outcome in ("ok", "error")])
         self._new_id = new_id
         self._retry_after_s = retry_after_s
 

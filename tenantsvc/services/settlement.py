@@ -25,12 +25,14 @@ from tenantsvc.adapters.deferreds import shield
 from tenantsvc.core.feed_errors import FeedError
 from tenantsvc.core.goalserve_results import parse_results_document
 from tenantsvc.core.odds import MatchResult, results_feed_path
-from tenantsvc.core.settlement import LOST, PENDING, REVIEW, VOID, WON, SettlementPolicy, decide
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.core.settlement import (LOST, PENDING, REVIEW, REVIEW_KINDS, VOID, WON, SettlementPolicy,
+                                       decide)
+from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.odds_ingest import RunInThread, utc_now
 
 OLDEST_RESULTS_PAGE_DAYS = 7  # the feed keeps d-1 … d-7
 MAX_REASON_LENGTH = 200  # bets.settle_reason / review_reason
+SETTLED_OUTCOMES_IN_ORDER = (WON, LOST, VOID)  # bets_settled_total{outcome}
 
 PAGE_FAILED = MessageType("tenantsvc:settlement:page_failed", fields(sport=str, page=str, kind=str),
                           "A results page could not be fetched or parsed; its matches wait for the next cycle.")
@@ -88,6 +90,9 @@ class SettlementService:
         self._run_in_thread = run_in_thread
         self._policy = policy
         self._metrics = metrics
+        zero(metrics.settlement_results_pages, [("ok",), ("error",)])
+        zero(metrics.bets_review, [(kind,) for kind in REVIEW_KINDS])
+        zero(metrics.bets_settled, [(outcome,) for outcome in SETTLED_OUTCOMES_IN_ORDER])
 
     async def run_cycle(self) -> CycleReport:
         """Judge every pending bet of every started match once; settle, mark for review or leave pending."""

@@ -29,7 +29,7 @@ from tenantsvc.core.theme_cache_rules import (
 )
 from tenantsvc.core.theme_css import render_theme_css
 from tenantsvc.obs.actions import add_fields, traced
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.services.singleflight import SingleFlight
 from tenantsvc.services.theme_publisher import INVALIDATION_CHANNEL, L2_TTL_MS, ThemePublisher, l2_key
@@ -42,6 +42,9 @@ LOCK_TTL_MS = 15_000  # longer than REFRESH_TIMEOUT_S, so a lock never expires u
 REFRESH_TIMEOUT_S = 5.0
 WARM_BATCH = 500
 JSON, CSS = "json", "css"
+# The label values of cache_refresh_total{outcome} and cache_l2_operations_total{op,outcome}, at 0 from start-up.
+REFRESH_OUTCOMES = ("ok", "error", "not_found", "lock_lost")
+L2_OPERATIONS = (("get", "hit"), ("get", "miss"), ("get", "error"), ("set", "ok"), ("set", "error"))
 
 REFRESH = ActionType("tenantsvc:themes:refresh", fields(tenant=str, trigger_correlation_id=str), fields(outcome=str),
                      "Reload one tenant's theme from the DB into L1/L2 (background).")
@@ -144,6 +147,9 @@ class ThemeCache:
         self._responses = {result: metrics.cache_responses.labels("branding", result)
                            for result in (FRESH, STALE, "default")}
         metrics.cache_entries.labels("branding").set_function(lambda: len(self._l1))
+        zero(metrics.cache_refresh, [("branding", outcome) for outcome in REFRESH_OUTCOMES])
+        if l2 is not None:
+            zero(metrics.cache_l2, [("branding", *op_outcome) for op_outcome in L2_OPERATIONS])
 
     # -- the request path -------------------------------------------------------------------------
 
@@ -313,6 +319,9 @@ class ThemeCache:
                 self._l1[slug] = RenderedTheme.build(
                     CachedTheme(slug, rendered.entry.theme, cutoff), self._fresh_cache_control)
 
+    def _count_l2_set(self, _: object, outcome: str) -> None:
+        self._metrics.cache_l2.labels("branding", "set", outcome).inc()
+
     def warm(self) -> Deferred:
         """Load every active tenant's theme in batches into L1 and L2 and refresh the registry."""
         return traced(WARM(), self._warm)
@@ -330,10 +339,11 @@ class ThemeCache:
                 entry = CachedTheme(slug=slug, theme=theme, fetched_at=now)
                 self._install(entry)
                 if self._l2 is not None:
-                    writes.append(self._l2.set_if_newer(l2_key(slug), encode_l2(entry), now, px=L2_TTL_MS))
+                    writes.append(self._l2.set_if_newer(l2_key(slug), encode_l2(entry), now, px=L2_TTL_MS)
+                                  .addCallbacks(self._count_l2_set, self._count_l2_set, callbackArgs=("ok",),
+                                                errbackArgs=("error",)))
             if writes:
-                await gatherResults(writes, consumeErrors=True).addErrback(
-                    lambda failure: self._metrics.cache_l2.labels("branding", "set", "error").inc())
+                await gatherResults(writes)  # every write counted itself; none fails
             if len(batch) < WARM_BATCH:
                 break
             after = batch[-1][0]

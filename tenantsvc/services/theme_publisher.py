@@ -72,7 +72,9 @@ class ThemePublisher:
 
     async def _write(self, entry: CachedTheme) -> None:
         value = encode_l2(entry)
-        if await self._l2.set_if_newer(l2_key(entry.slug), value, entry.fetched_at, px=L2_TTL_MS):
+        written = await self._l2.set_if_newer(l2_key(entry.slug), value, entry.fetched_at, px=L2_TTL_MS)
+        self._metrics.cache_l2.labels("branding", "set", "ok").inc()  # answered (a newer entry may have won)
+        if written:
             await self._l2.publish(INVALIDATION_CHANNEL, value)
 
     def _keep(self, entry: CachedTheme) -> None:

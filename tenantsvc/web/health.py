@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from tenantsvc.obs.metrics import OPERATIONAL
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
 from tenantsvc.web.plain import Handler, finish_later
 
@@ -68,6 +69,7 @@ def operational_handlers(
 
     def healthz(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/healthz"
+        request.request_class = OPERATIONAL
         _only_get(request)
         _no_subpath(segments)
         return respond_json(request, 200, {"ok": True, "status": "ok", "version": version,
@@ -75,6 +77,7 @@ def operational_handlers(
 
     def readyz(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/readyz"
+        request.request_class = OPERATIONAL
         _only_get(request)
         _no_subpath(segments)
         status = 200 if readiness.ready else 503
@@ -82,6 +85,7 @@ def operational_handlers(
 
     def metrics(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/metrics"
+        request.request_class = OPERATIONAL
         _only_get(request)
         _no_subpath(segments)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
@@ -92,6 +96,7 @@ def operational_handlers(
         if segments[1:] != [b"detailed"]:
             raise ApiError(404, "not_found", "no such route")
         request.endpoint_label = "/health/detailed"
+        request.request_class = OPERATIONAL
         _only_get(request)
 
         def render(report: dict[str, Any]) -> bytes:

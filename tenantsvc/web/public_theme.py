@@ -30,6 +30,7 @@ ROUTES = {
     b"load-theme": (JSON, "/<tenant>/api/public/load-theme", (CONTENT_TYPE, b"application/json")),
     b"theme.css": (CSS, "/<tenant>/api/public/theme.css", (CONTENT_TYPE, b"text/css; charset=utf-8")),
 }
+PUBLIC_ROUTE = "public"  # web.routing.PUBLIC, the route class (not imported from there: routing imports Klein)
 MAX_MEMOISED_HEADERS = 4096
 _CONTENT_LENGTHS: dict[int, bytes] = {}
 
@@ -90,6 +91,7 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
     def serve(request: Any, segments: list[bytes]) -> Any:
         kind, label, content_type = ROUTES[segments[3]]
         request.endpoint_label = label
+        request.request_class = PUBLIC_ROUTE
         if request.method not in (b"GET", b"HEAD"):
             raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
         slug = segments[0].decode("ascii")

@@ -73,7 +73,7 @@ class TenantRequest(Request):
     correlation_id = ""
     request_id = ""
     endpoint_label = "unmatched"
-    request_class = "public"
+    request_class = "none"  # the route class (metrics label route_class): set by whatever routes the request
     tenant_label = ""
     user_id: int | None = None
     body_too_large = False

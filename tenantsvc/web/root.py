@@ -27,7 +27,8 @@ HTTP_REQUEST = ActionType(
     "tenantsvc:http:request",
     fields(correlation_id=str, request_id=str, tenant=str, method=str, path=str),
     [Field.for_types("status", [int], "HTTP status sent"),
-     Field.for_types("user_id", [int, type(None)], "authenticated user, if any")],
+     Field.for_types("user_id", [int, type(None)], "authenticated user, if any"),
+     Field.for_types("duration_ms", [float], "from arrival to the last byte (or the client leaving)")],
     "One HTTP request, from arrival to the last byte sent.",
 )
 MAX_LOGGED_PATH = 512
@@ -73,8 +74,12 @@ class RootResource:
     Every request is counted in metrics. Every request also gets an eliot task, except successful
     answers on the plain fast paths (public theme, health probes, metrics scrapes), of which only a
     sample of ``access_log_sample_rate`` is logged: at thousands of cache hits a second a log line
-    each would cost more than the answer itself. Errors and anything that goes through Klein are
-    always logged.
+    each would cost more than the answer itself. Always logged, whatever the sampling: anything that
+    goes through Klein; a request that brought its own ``X-Correlation-ID``, ``X-Request-ID`` or
+    ``traceparent`` (someone means to look it up); any answer other than 2xx and 304 (a 304 is the
+    conditional form of a 200, as frequent on the theme path); and any request slower than
+    ``access_log_slow_s``. The last two are only known at the end, so their task starts then (with the
+    request's ``duration_ms``). Each rule is a comparison or two on the hot path, no allocation.
     """
 
     isLeaf = True
@@ -90,6 +95,7 @@ class RootResource:
         admin: IResource,
         tenant_api: IResource,
         access_log_sample_rate: float = 1.0,
+        access_log_slow_s: float = 0.1,
         random: Callable[[], float] = _random.random,
         new_id: Callable[[], str] = new_id,
     ):
@@ -101,6 +107,7 @@ class RootResource:
         self._admin = admin
         self._tenant_api = tenant_api
         self._sample_rate = access_log_sample_rate
+        self._slow_s = access_log_slow_s
         self._random = random
         self._new_id = new_id
         self.in_flight = 0
@@ -117,7 +124,7 @@ class RootResource:
     def render(self, request: Any) -> Any:
         """Frame the request, dispatch it, and record metrics and the log task when it finishes."""
         request.started_at = self._clock.seconds()
-        correlation_id, request_id = self._choose_ids(request)
+        correlation_id, request_id, traced = self._choose_ids(request)
         request.correlation_id, request.request_id = correlation_id, request_id
         # Both ids are [A-Za-z0-9._-] (checked by choose_ids), so safe to set without twisted's checks.
         set_response_headers(request, ((X_CORRELATION_ID, correlation_id.encode("ascii")),
@@ -130,18 +137,21 @@ class RootResource:
         request.tenant_label = self._tenant_label(first, slug, fast_path)
         self.in_flight += 1
         request.on_finished = self._finished
-        if not fast_path or self._random() < self._sample_rate:
+        if not fast_path or traced or self._random() < self._sample_rate:
             task = self._start_task(request)
             with task.context():
                 return self._render_safely(request, segments, first, slug, theme)
         return self._render_safely(request, segments, first, slug, theme)
 
-    def _choose_ids(self, request: Any) -> tuple[str, str]:
+    def _choose_ids(self, request: Any) -> tuple[str, str, bool]:
+        """The correlation and request ids, and whether the client sent any id of its own (always logged)."""
         inbound = (request_header(request, X_CORRELATION_ID), request_header(request, X_REQUEST_ID),
                    request_header(request, TRACEPARENT))
         if inbound == _NO_INBOUND_IDS:  # most requests: two new ids, no parsing
-            return self._new_id(), self._new_id()
-        return choose_ids(*(None if value is None else value.decode("latin-1") for value in inbound), self._new_id)
+            return self._new_id(), self._new_id(), False
+        correlation_id, request_id = choose_ids(
+            *(None if value is None else value.decode("latin-1") for value in inbound), self._new_id)
+        return correlation_id, request_id, True
 
     def _render_safely(self, request: Any, segments: list[bytes], first: bytes, slug: str, theme: bool) -> Any:
         try:
@@ -186,14 +196,15 @@ class RootResource:
         self.in_flight -= 1
         status = request.code if completed else 499  # 499: the client went away first
         method = _METHOD_NAMES.get(request.method) or request.method.decode("latin-1")
-        self._metrics.record_request(method, request.endpoint_label, status, request.tenant_label,
-                                     self._clock.seconds() - request.started_at)
+        elapsed_s = self._clock.seconds() - request.started_at
+        self._metrics.record_request(method, request.endpoint_label, status, request.tenant_label, elapsed_s,
+                                     request.request_class)
         task = request.log_task
         if task is None:
-            if status < 500:
+            if (status < 300 or status == 304) and elapsed_s < self._slow_s:
                 return  # an unsampled fast-path success
-            task = self._start_task(request)
+            task = self._start_task(request)  # an error or a slow answer: always logged
         with task.context():
-            task.addSuccessFields(status=status, user_id=request.user_id)
+            task.addSuccessFields(status=status, user_id=request.user_id, duration_ms=round(elapsed_s * 1000, 3))
             task.finish()
 

@@ -25,6 +25,7 @@ class LoopingWorker(Service):
         self._run_now = run_now
         self._loop: LoopingCall | None = None
         self.ticks = 0
+        metrics.worker_built(name, clock.seconds())
 
     def startService(self) -> None:
         """Start the loop."""
@@ -41,12 +42,11 @@ class LoopingWorker(Service):
         self.ticks += 1
 
         def succeeded(_: object) -> None:
-            self._metrics.worker_ticks.labels(self.name, "ok").inc()
-            self._metrics.worker_last_success.labels(self.name).set(self._clock.seconds())
+            self._metrics.record_worker_tick(self.name, True, self._clock.seconds())
 
         def failed(failure: Any) -> None:
             write_failure(failure)
-            self._metrics.worker_ticks.labels(self.name, "error").inc()
+            self._metrics.record_worker_tick(self.name, False, self._clock.seconds())
 
         return ensureDeferred(self._run()).addCallbacks(succeeded, failed)
 

@@ -18,6 +18,12 @@ own ``clock.callLater`` chain, so a slow or failing sport never delays another:
   turn into a hot loop. A ``FeedError`` whose ``retryable`` is
   False cannot heal by retrying soon, so it waits the full ``backoff_cap_s`` at once.
 
+Metrics exist from construction, before the first run (the poller is built at start-up, even while the
+migrations still wait for the database): ``feed_errors_total`` at 0 for every sport and kind,
+``worker_ticks_total{worker="worker_odds"}`` (one tick per poll of one sport) and ``odds_age_seconds`` per
+sport, which counts from construction until the sport's first success, so an alert on
+``odds_age_seconds > ODDS_MAX_AGE`` fires for a sport whose feed never worked too.
+
 A sport's next run is scheduled only when its previous run has finished, so runs of one sport never
 overlap. ``stopService`` cancels the pending timers and waits for the runs in flight (it never cancels
 them: ``ingest`` may be inside a DB write). The loop body never raises.
@@ -25,7 +31,6 @@ them: ``ingest`` may be inside a DB write). The loop body never raises.
 
 from __future__ import annotations
 
-import math
 import random as random_module
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
@@ -40,7 +45,7 @@ from tenantsvc.core.feed_errors import FEED_ERROR_KINDS, FeedError
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import jittered, retry_delay, stagger_offsets
 from tenantsvc.obs.actions import add_fields, traced
-from tenantsvc.obs.metrics import Metrics
+from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.errors import ServiceUnavailable
 
 POLL = ActionType(
@@ -52,6 +57,7 @@ DB_UNAVAILABLE = "db_unavailable"  # the save was refused or failed: an expected
 DB_REFUSALS = (ServiceUnavailable, DatabaseUnavailable, StatementTimeout, TransactionConflict)
 STOPPED = "stopped"
 PERSISTENT_ATTEMPT = 64  # a backoff attempt large enough that the nominal delay is always the cap
+WORKER_NAME = "worker_odds"  # the worker label of worker_ticks_total and worker_last_success_timestamp_seconds
 
 
 def feed_error_kind(error: FeedError) -> str:
@@ -71,6 +77,7 @@ class _SportLoop:
     consecutive_failures: int = 0
     last_success: float | None = None
     last_error: str | None = None
+    age_origin: float = 0.0  # the last success, or when the poller was built before the first
 
 
 class OddsPoller(Service):
@@ -91,13 +98,17 @@ class OddsPoller(Service):
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
         self._random = random
-        self._loops = {sport: _SportLoop(sport) for sport in sports}
+        built_at = clock.seconds()
+        self._loops = {sport: _SportLoop(sport, age_origin=built_at) for sport in sports}
+        metrics.worker_built(WORKER_NAME, built_at)
+        zero(metrics.feed_errors, [(sport, kind) for sport in sports for kind in (*FEED_ERROR_KINDS, DB_UNAVAILABLE)])
+        for sport, loop in self._loops.items():
+            metrics.watch_odds_age(sport, lambda loop=loop: self._clock.seconds() - loop.age_origin)
 
     def startService(self) -> None:
         """Schedule each sport's first run at its stagger offset (the first sport at offset 0)."""
         super().startService()
         for sport, loop in self._loops.items():
-            self._metrics.watch_odds_age(sport, lambda loop=loop: self._odds_age_s(loop))
             if loop.in_flight is None:  # a run left over from before a restart schedules its own successor
                 self._schedule(loop, self._offsets[sport])
 
@@ -191,10 +202,11 @@ class OddsPoller(Service):
         """Record a success; the next run comes one jittered period later."""
         now = self._clock.seconds()
         loop.consecutive_failures = 0
-        loop.last_success = now
+        loop.last_success = loop.age_origin = now
         loop.last_error = None
         self._metrics.feed_fetch_duration.labels(loop.sport).observe(now - started)
         self._metrics.odds_last_success.labels(loop.sport).set(now)
+        self._metrics.record_worker_tick(WORKER_NAME, True, now)
         return jittered(self._period_s, self._random)
 
     def _failed(self, loop: _SportLoop, kind: str, retry_after_s: float | None, *, retryable: bool,
@@ -204,12 +216,7 @@ class OddsPoller(Service):
         loop.last_error = kind
         self._metrics.feed_fetch_duration.labels(loop.sport).observe(self._clock.seconds() - started)
         self._metrics.feed_errors.labels(loop.sport, kind).inc()
+        self._metrics.record_worker_tick(WORKER_NAME, False, self._clock.seconds())
         attempt = loop.consecutive_failures - 1 if retryable else PERSISTENT_ATTEMPT
         return retry_delay(attempt, retry_after_s, base_s=self._backoff_base_s, cap_s=self._backoff_cap_s,
                            random=self._random)
-
-    def _odds_age_s(self, loop: _SportLoop) -> float:
-        """Seconds since the sport's last successful poll in this process; NaN before the first."""
-        if loop.last_success is None:
-            return math.nan
-        return self._clock.seconds() - loop.last_success

@@ -265,3 +265,15 @@ def test_sportsbook_durations_are_checked(name, raw):
 def test_demo_mode_polls_the_sports_of_the_bundled_sample_feed():
     assert load_settings({}, demo=True).odds_sports == ("soccer", "basketball")
     assert load_settings({"ODDS_SPORTS": "tennis"}, demo=True).odds_sports == ("tennis",)
+
+
+@pytest.mark.parametrize(("raw", "expected_ms"), [(None, 100), ("250", 250), ("250ms", 250), ("2s", 2000)])
+def test_the_slow_request_log_threshold_is_a_duration(raw, expected_ms):
+    env = {} if raw is None else {"ACCESS_LOG_SLOW_THRESHOLD": raw}
+    assert load_settings(env).access_log_slow_threshold_ms == expected_ms
+
+
+@pytest.mark.parametrize("raw", ["0", "fast", "-5ms", "25h"])
+def test_a_bad_slow_request_log_threshold_names_the_variable(raw):
+    with pytest.raises(ConfigError, match="ACCESS_LOG_SLOW_THRESHOLD"):
+        load_settings({"ACCESS_LOG_SLOW_THRESHOLD": raw})

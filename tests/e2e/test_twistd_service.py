@@ -51,7 +51,7 @@ def test_the_operational_endpoints_answer_over_http(demo_service):
     assert (detailed.status, detailed.headers["Content-Type"]) == (200, "application/health+json")
     assert json.loads(detailed.body)["status"] == "pass"
     metrics = http("GET", demo_service.url("/metrics")).body.decode()
-    assert 'http_requests_total{endpoint="/healthz",method="GET",status="200",tenant=""}' in metrics
+    assert 'http_requests_total{endpoint="/healthz",method="GET",route_class="operational",status="200",tenant=""}' in metrics
 
 
 def test_db_work_is_nested_in_the_request_task_in_the_real_process(demo_service, tmp_path):

@@ -115,11 +115,11 @@ def test_plain_metrics_refuse_what_prometheus_metrics_refuse():
 
 def feed(metrics: Metrics) -> None:
     """What a few minutes of traffic records on the theme path's metrics."""
-    durations = [0.0004, 0.001, 0.0011, 0.0025, 0.003, 0.01, 0.07, 3.0, 10.0, 11.0, 0.0]
+    durations = [0.00005, 0.0001, 0.0004, 0.001, 0.0011, 0.0025, 0.003, 0.01, 0.07, 3.0, 10.0, 11.0, 0.0]
     for seconds in durations:
-        metrics.record_request("GET", LOAD_THEME, 200, "demo", seconds)
-    metrics.record_request("BREW", "/healthz", 405, "", 0.002)
-    metrics.record_request("POST", "/admin/api/tenants", 201, "", 0.2)
+        metrics.record_request("GET", LOAD_THEME, 200, "demo", seconds, "public")
+    metrics.record_request("BREW", "/healthz", 405, "", 0.002, "operational")
+    metrics.record_request("POST", "/admin/api/tenants", 201, "", 0.2, "write")
     metrics.cache_hits.labels("branding").inc()
     metrics.cache_misses.labels("branding").inc(2)
     metrics.cache_responses.labels("branding", "fresh").inc(3)
@@ -131,8 +131,9 @@ def feed(metrics: Metrics) -> None:
 def reference_metrics(registry: CollectorRegistry) -> None:
     """The same observations on the prometheus_client metrics these families were before (same
     names, help, labels and buckets as ``Metrics``)."""
-    duration = Histogram("http_request_duration_seconds", "HTTP request duration by method and route template.",
-                         ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
+    duration = Histogram("http_request_duration_seconds",
+                         "HTTP request duration by method, route template and route class.",
+                         ["method", "endpoint", "route_class"], buckets=LATENCY_BUCKETS, registry=registry)
     hits = Counter("cache_hits_total", "In-process cache hits (fresh or stale).", ["cache"], registry=registry)
     misses = Counter("cache_misses_total", "In-process cache misses.", ["cache"], registry=registry)
     responses = Counter("cache_responses_total", "Cached answers by result (fresh, stale, default).",
@@ -141,10 +142,10 @@ def reference_metrics(registry: CollectorRegistry) -> None:
         "ratelimit_decisions_total",
         "Rate-limit decisions by endpoint class and outcome (allowed, limited, or fail_open: Redis was "
         "unreachable and the in-process bucket decided).", ["endpoint_class", "outcome"], registry=registry)
-    for seconds in [0.0004, 0.001, 0.0011, 0.0025, 0.003, 0.01, 0.07, 3.0, 10.0, 11.0, 0.0]:
-        duration.labels("GET", LOAD_THEME).observe(seconds)
-    duration.labels("OTHER", "/healthz").observe(0.002)
-    duration.labels("POST", "/admin/api/tenants").observe(0.2)
+    for seconds in [0.00005, 0.0001, 0.0004, 0.001, 0.0011, 0.0025, 0.003, 0.01, 0.07, 3.0, 10.0, 11.0, 0.0]:
+        duration.labels("GET", LOAD_THEME, "public").observe(seconds)
+    duration.labels("OTHER", "/healthz", "operational").observe(0.002)
+    duration.labels("POST", "/admin/api/tenants", "write").observe(0.2)
     hits.labels("branding").inc()
     misses.labels("branding").inc(2)
     responses.labels("branding", "fresh").inc(3)

@@ -275,3 +275,36 @@ def test_a_refresh_that_read_before_a_save_never_undoes_it(clock):
     assert one.answer().body == NEWER.to_json_bytes()
     assert two.answer().body == NEWER.to_json_bytes(), "the old theme was not published over the save"
     assert decode_l2(kv.get(l2_key("acme")).result).theme == NEWER, "nor written over it in L2"
+
+
+def sample(env: Env, metric_name: str, **labels: str) -> float | None:
+    """A sample value, None when the series does not exist (``Env.metric`` reads that as 0)."""
+    return env.metrics.registry.get_sample_value(metric_name, labels)
+
+
+def test_refresh_and_l2_series_exist_at_zero_from_construction(clock):
+    with_redis, without = Env(clock, MemoryKeyValueStore(clock)), Env(clock, None)
+    for outcome in ("ok", "error", "not_found", "lock_lost"):
+        assert sample(with_redis, "cache_refresh_total", cache="branding", outcome=outcome) == 0
+        assert sample(without, "cache_refresh_total", cache="branding", outcome=outcome) == 0
+    for op, outcome in (("get", "hit"), ("get", "miss"), ("get", "error"), ("set", "ok"), ("set", "error")):
+        assert sample(with_redis, "cache_l2_operations_total", cache="branding", op=op, outcome=outcome) == 0
+        assert sample(without, "cache_l2_operations_total", cache="branding", op=op, outcome=outcome) is None
+
+
+def test_a_save_written_to_l2_is_counted_and_a_refused_one_is_an_error(env):
+    ensureDeferred(env.cache.store("acme", SAVED))
+    assert env.metric("cache_l2_operations_total", cache="branding", op="set", outcome="ok") == 1
+    env.kv.available = False
+    ensureDeferred(env.cache.store("acme", NEWER))
+    assert env.metric("cache_l2_operations_total", cache="branding", op="set", outcome="error") == 1
+    assert env.metric("cache_l2_operations_total", cache="branding", op="set", outcome="ok") == 1
+
+
+@pytest.mark.parametrize(("available", "outcome"), [(True, "ok"), (False, "error")])
+def test_the_warm_counts_each_l2_write(env, available, outcome):
+    env.kv.available = available
+    warmed = env.cache.warm()
+    env.db.answer_last([("acme", SAVED), ("beta", NEWER)])
+    assert warmed.result == 2, "a refused L2 write never fails the warm"
+    assert env.metric("cache_l2_operations_total", cache="branding", op="set", outcome=outcome) == 2

@@ -37,15 +37,76 @@ def test_a_sampled_public_request_logs_its_known_tenant(make_harness, eliot_logg
     assert task.start_message["path"] == "/acme/api/public/load-theme"
 
 
+def request_tasks(messages: list[dict]) -> list[dict]:
+    """The start messages of every ``tenantsvc:http:request`` task logged."""
+    return [m for m in messages if m.get("action_type") == "tenantsvc:http:request" and m.get("action_status") == "started"]
+
+
 @pytest.mark.parametrize("path", ["/acme/api/public/load-theme", "/acme/api/public/theme.css", "/healthz"])
 def test_unsampled_fast_path_successes_are_counted_but_not_logged(make_harness, eliot_logger, path):
     harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
     harness.create_tenant("acme")
     eliot_logger.reset()
     before = harness.metric("http_requests_total", method="GET", status="200")
-    assert harness.get(path, headers={"X-Correlation-ID": "corr-quiet"}).status == 200
-    assert [m for m in eliot_logger.messages if m.get("correlation_id") == "corr-quiet"] == []
+    assert harness.get(path).status == 200
+    assert request_tasks(eliot_logger.messages) == []
     assert harness.metric("http_requests_total", method="GET", status="200") == before + 1
+
+
+def test_an_unsampled_304_is_not_logged(make_harness, eliot_logger):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
+    harness.create_tenant("acme")
+    etag = harness.get("/acme/api/public/load-theme").header("ETag")
+    eliot_logger.reset()
+    assert harness.get("/acme/api/public/load-theme", headers={"If-None-Match": etag}).status == 304
+    assert request_tasks(eliot_logger.messages) == []
+
+
+@pytest.mark.parametrize(("header", "value", "correlation_id"), [
+    ("X-Correlation-ID", "corr-inbound", "corr-inbound"),
+    ("X-Request-ID", "req-inbound", None),
+    ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"),
+])
+def test_a_fast_path_request_bringing_its_own_id_is_always_logged(make_harness, eliot_logger, header, value,
+                                                                  correlation_id):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
+    harness.create_tenant("acme")
+    eliot_logger.reset()
+    response = harness.get("/acme/api/public/load-theme", headers={header: value})
+    assert response.status == 200
+    task = logged_request(eliot_logger.messages, response.header("X-Correlation-ID"))
+    assert correlation_id is None or task.start_message["correlation_id"] == correlation_id
+    assert task.start_message["request_id"] == response.header("X-Request-ID")
+    assert task.end_message["status"] == 200 and task.end_message["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize(("path", "status"), [("/nobody/api/public/load-theme", 404), ("/healthz/x", 404),
+                                              ("/readyz", 503)])
+def test_an_unsampled_fast_path_answer_other_than_2xx_is_always_logged(make_harness, eliot_logger, path, status):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
+    harness.components.readiness.start_draining()
+    eliot_logger.reset()
+    response = harness.get(path)
+    assert response.status == status
+    task = logged_request(eliot_logger.messages, response.header("X-Correlation-ID"))
+    assert (task.start_message["path"], task.end_message["status"]) == (path, status)
+
+
+def test_a_fast_path_request_slower_than_the_threshold_is_always_logged_with_its_duration(make_harness, eliot_logger):
+    harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0", "ACCESS_LOG_SLOW_THRESHOLD": "50ms"})
+    harness.pool.pause()  # /health/detailed (a fast path) waits for its DB round trip
+    quick = harness.start_request("GET", "/health/detailed")
+    harness.clock.advance(0.04)
+    harness.pool.resume()
+    quick_id = harness.finish(quick).header("X-Correlation-ID")
+    harness.pool.pause()
+    slow = harness.start_request("GET", "/health/detailed")
+    harness.clock.advance(0.06)
+    harness.pool.resume()
+    slow_id = harness.finish(slow).header("X-Correlation-ID")
+    logged = [m["correlation_id"] for m in request_tasks(eliot_logger.messages)]
+    assert quick_id not in logged
+    assert logged_request(eliot_logger.messages, slow_id).end_message["duration_ms"] == pytest.approx(60, abs=1)
 
 
 def test_klein_routes_are_always_logged_whatever_the_sample_rate(make_harness, eliot_logger):

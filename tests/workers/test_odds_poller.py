@@ -271,7 +271,8 @@ def test_a_run_cancelled_during_stop_is_not_counted_as_an_error(eliot_logger):
     stopped = rig.poller.stopService()
     rig.ingest.open_runs["soccer"].cancel()  # e.g. the DB service shutting down cancelled the interaction
     assert stopped.called
-    assert rig.sample("feed_errors_total", sport="soccer", kind="error") is None
+    assert rig.sample("feed_errors_total", sport="soccer", kind="error") == 0
+    assert rig.sample("worker_ticks_total", worker="worker_odds", outcome="error") == 0
     assert rig.poller.describe()["soccer"]["consecutive_failures"] == 0
     (action,) = LoggedAction.of_type(eliot_logger.messages, POLL)
     assert action.end_message["outcome"] == "stopped"
@@ -299,18 +300,40 @@ def test_success_sets_the_last_success_time_and_the_fetch_duration():
     assert rig.sample("odds_worker_last_success_timestamp_seconds", sport="soccer") == START + 3
     assert rig.sample("feed_fetch_duration_seconds_count", sport="soccer") == 1
     assert rig.sample("feed_fetch_duration_seconds_sum", sport="soccer") == 3
-    assert rig.sample("feed_errors_total", sport="soccer", kind="timeout") is None
+    assert rig.sample("feed_errors_total", sport="soccer", kind="timeout") == 0
+    assert rig.sample("worker_ticks_total", worker="worker_odds", outcome="ok") == 1
+    assert rig.sample("worker_last_success_timestamp_seconds", worker="worker_odds") == START + 3
 
 
-def test_odds_age_is_nan_until_the_first_success_then_grows_between_polls():
+def test_odds_age_counts_from_start_up_until_the_first_success_then_grows_between_polls():
     rig = make_rig(("soccer", "tennis"))
-    assert math.isnan(rig.sample("odds_age_seconds", sport="tennis"))
+    assert rig.sample("odds_age_seconds", sport="tennis") == 0
     rig.ingest.errors["tennis"] = [FeedTimeout("t")]
     run_for(rig.clock, 30)  # soccer ok at 0, tennis failed at 30
     assert rig.sample("odds_age_seconds", sport="soccer") == 30
-    assert math.isnan(rig.sample("odds_age_seconds", sport="tennis"))
+    assert rig.sample("odds_age_seconds", sport="tennis") == 30  # never succeeded: as old as the process
     rig.clock.advance(25)
     assert rig.sample("odds_age_seconds", sport="soccer") == 55
+    assert rig.sample("odds_age_seconds", sport="tennis") == 55
+
+
+def test_every_series_exists_from_construction_before_the_poller_starts():
+    rig = make_rig(("soccer", "tennis"), start=False)  # e.g. the migrations still wait for the database
+    rig.clock.advance(900)
+    assert rig.sample("odds_age_seconds", sport="tennis") == 900  # so "odds_age_seconds > 900" can fire
+    assert rig.sample("feed_errors_total", sport="tennis", kind="unreachable") == 0
+    assert rig.sample("worker_ticks_total", worker="worker_odds", outcome="ok") == 0
+    assert rig.sample("worker_started_timestamp_seconds", worker="worker_odds") == START
+    assert rig.sample("worker_last_success_timestamp_seconds", worker="worker_odds") is None
+
+
+def test_each_poll_is_one_worker_odds_tick():
+    rig = make_rig(("soccer", "tennis"))
+    rig.ingest.errors["tennis"] = [FeedTimeout("t")]
+    run_for(rig.clock, 30)
+    assert rig.sample("worker_ticks_total", worker="worker_odds", outcome="ok") == 1
+    assert rig.sample("worker_ticks_total", worker="worker_odds", outcome="error") == 1
+    assert rig.sample("worker_last_success_timestamp_seconds", worker="worker_odds") == START
 
 
 def test_failures_are_counted_by_sport_and_kind_and_leave_the_last_success_alone():

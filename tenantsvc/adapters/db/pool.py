@@ -22,6 +22,7 @@ from tenantsvc.adapters.db.connection_pool import ConnectionPool, can_replace_co
 from tenantsvc.adapters.db.dialects import PostgresDialect, SqliteDialect, dialect_for
 from tenantsvc.adapters.db.errors import DatabaseError, InteractionAbandoned
 from tenantsvc.config import Settings
+from tenantsvc.core.peak_window import PeakWindow
 
 T = TypeVar("T")
 
@@ -46,6 +47,10 @@ class PoolSnapshot:
     def usage_percent(self) -> float:
         """Connections in use as a percentage of the pool ceiling."""
         return 100.0 * self.in_use / self.size if self.size else 0.0
+
+
+PEAK_WINDOW_S = 60.0  # pool peaks are kept this long: longer than any sane scrape interval
+
 
 
 class Txn:
@@ -209,11 +214,22 @@ class Database:
         # (connecting failed too). Plain ints updated under the lock, exported at scrape time.
         self.replacements: Counter[str] = Counter()
         self._observers: list[Callable[[str, float, float, Failure | None], None]] = []
+        # The highest in-use and waiting counts of the last minute (core.peak_window), updated under the lock.
+        self._in_use_peak = PeakWindow(PEAK_WINDOW_S)
+        self._waiting_peak = PeakWindow(PEAK_WINDOW_S)
 
     def snapshot(self) -> PoolSnapshot:
         """Current size, connections in use and interactions waiting for a connection."""
         with self._lock:
             return PoolSnapshot(self.size, self._in_use, self._waiting)
+
+    def peaks(self) -> PoolSnapshot:
+        """The most connections in use and the most interactions waiting at any moment of the last
+        ``PEAK_WINDOW_S`` seconds (now included): what a scrape-time ``snapshot`` misses between scrapes."""
+        now = time.perf_counter()
+        with self._lock:
+            return PoolSnapshot(self.size, int(self._in_use_peak.peak(now, self._in_use)),
+                                int(self._waiting_peak.peak(now, self._waiting)))
 
     def overdue(self, threshold_s: float) -> list[str]:
         """Names of the interactions that have now held their connection for ``threshold_s`` or more.
@@ -258,6 +274,7 @@ class Database:
         ticket = _Ticket(name, time.perf_counter())
         with self._lock:
             self._waiting += 1
+            self._waiting_peak.observe(self._waiting, ticket.submitted_at)
         action = DB_INTERACTION(name=name)
         with action.context():
             inner = self._pool.runInteraction(_Work(self, ticket, fn, args, kwargs))
@@ -312,6 +329,7 @@ class Database:
             ticket.began_at = time.perf_counter()
             self._waiting -= 1
             self._in_use += 1
+            self._in_use_peak.observe(self._in_use, ticket.began_at)
             self._running.add(ticket)
         ticket.wait_s = ticket.began_at - ticket.submitted_at
 
