@@ -196,10 +196,12 @@ async def test_a_frozen_redis_costs_players_one_timeout_then_fast_503s_and_the_b
         if answer.status == 503:
             assert 1 <= int(answer.headers["retry-after"]) <= OPEN_MAX_S, answer
 
-    # Opened on timeouts, about one REDIS_TIMEOUT after the freeze began.
+    # Opened on timeouts within about one REDIS_TIMEOUT of the freeze. Calls already waiting for an answer
+    # when the freeze began time out less than one timeout after it, so there is no lower bound beyond the
+    # freeze itself (transition_after only looks at transitions after it).
     assert (opened["from"], opened["reason"], opened["detail"]) == ("closed", "failures", "timeout"), opened
     opened_after_s = opened["at"] - frozen_at
-    assert TIMEOUT_S - 0.05 <= opened_after_s <= TIMEOUT_S + SLACK_S, opened_after_s
+    assert 0 < opened_after_s <= TIMEOUT_S + SLACK_S, opened_after_s
     assert stack.metric("redis_call_failures_total", kind="timeout") >= DEFAULT_CONSECUTIVE_FAILURES
 
     # Answers before the freeze; while it opened (sent before it opened, answered after the freeze began);

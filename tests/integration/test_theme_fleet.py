@@ -220,7 +220,9 @@ async def test_with_postgres_down_every_request_gets_the_last_good_theme_promptl
         fleet, seed_db, postgres_server, fault):
     await seed_tenant(seed_db, SLUG, SAVED)
     stale = await fleet.start_instance(THEME_CACHE_TTL=SHORT_TTL)  # its entries will need a refresh
-    l2_only = await fleet.start_instance(warm=False)  # nothing in L1; L2 filled by the first
+    # Nothing in L1; L2 filled by the first. Its L2 reads may take up to a generous 400 ms (not the default
+    # 50 ms), so a busy test machine cannot turn the L2 hit this test is about into a DB fallback.
+    l2_only = await fleet.start_instance(warm=False, THEME_L2_TIMEOUT="400")
     await pause_for(STALE_AFTER_S)
     before = {instance: instance.interactions() for instance in (stale, l2_only)}
 
