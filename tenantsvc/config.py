@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from tenantsvc import __version__
+from tenantsvc.core.targets import PostgresTarget, RedisTarget, SqliteTarget
 
 ROLES = ("all", "web", "worker_odds", "worker_settlement")
 # Every environment variable read here, in the order the README documents them.
@@ -44,49 +45,6 @@ _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, None: 1}
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class PostgresTarget:
-    """Where to reach Postgres (directly or through PgBouncer)."""
-
-    host: str
-    port: int
-    dbname: str
-    user: str | None
-    password: str | None = field(repr=False)
-    options: Mapping[str, str] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        """A log-safe description (no password)."""
-        return f"postgresql://{self.user or ''}@{self.host}:{self.port}/{self.dbname}"
-
-
-@dataclass(frozen=True)
-class SqliteTarget:
-    """The embedded SQLite database file."""
-
-    path: str
-
-    def describe(self) -> str:
-        """A log-safe description."""
-        return f"sqlite:{self.path}"
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    """Where to reach Redis."""
-
-    host: str
-    port: int
-    db: int
-    password: str | None = field(repr=False)
-    tls: bool = False
-
-    def describe(self) -> str:
-        """A log-safe description (no password)."""
-        scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 @dataclass(frozen=True)

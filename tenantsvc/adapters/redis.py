@@ -22,7 +22,7 @@ from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
-from tenantsvc.config import RedisTarget
+from tenantsvc.core.targets import RedisTarget
 from tenantsvc.core.breaker import CONNECTION_ERROR, TIMEOUT
 
 DEFAULT_TIMEOUT_S = 0.5

@@ -25,7 +25,7 @@ from prometheus_client.utils import INF, floatToGoString
 
 from tenantsvc.obs.request_counters import NO_ROUTE_CLASS, OPERATIONAL, RequestCounters  # noqa: F401 (re-exported)
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout
+from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNKNOWN_TENANT = "_unknown"

@@ -16,7 +16,7 @@ from eliot import MessageType, fields
 from twisted.internet.defer import ensureDeferred
 
 from tenantsvc.adapters.db import tenant_store, user_store
-from tenantsvc.adapters.db.errors import DatabaseError, IntegrityViolation
+from tenantsvc.core.storage_errors import DatabaseError, IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.adapters.deferreds import shield
 from tenantsvc.adapters.passwords import PasswordHashing, PasswordHashingBusy

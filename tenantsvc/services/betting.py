@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from eliot import MessageType, fields
 
 from tenantsvc.adapters.db import bet_store
-from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.adapters.deferreds import shield
 from tenantsvc.core.bets import bet_fingerprint, parse_bet_request

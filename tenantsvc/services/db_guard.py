@@ -37,7 +37,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
+from tenantsvc.core.storage_errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
 from tenantsvc.adapters.db.pool import PendingInteraction, PoolSnapshot, select_one_txn
 from tenantsvc.core.breaker import (
     CLOSED,

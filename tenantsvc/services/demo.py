@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tenantsvc.adapters.db import tenant_store
-from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner, Txn
 from tenantsvc.core.theme import Theme
 

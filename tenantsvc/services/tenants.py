@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from tenantsvc.adapters.db import tenant_store
-from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.adapters.deferreds import shield
 from tenantsvc.core.tenants import parse_new_tenant

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from tenantsvc.adapters.db.errors import (
+from tenantsvc.core.storage_errors import (
     DatabaseUnavailable,
     InteractionAbandoned,
     StatementTimeout,

@@ -40,7 +40,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout, TransactionConflict
+from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout, TransactionConflict
 from tenantsvc.core.feed_errors import FEED_ERROR_KINDS, FeedError
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import jittered, retry_delay, stagger_offsets

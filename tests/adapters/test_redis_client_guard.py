@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
 from tenantsvc.adapters.redis import SUCCESS, RedisCircuitOpen, RedisClient, RedisScript, RedisUnavailable
-from tenantsvc.config import RedisTarget
+from tenantsvc.core.targets import RedisTarget
 from tenantsvc.core.breaker import TIMEOUT
 from tests.support.fake_redis_pool import FakeRedisPool
 from tests.support.fleet import RawRedis

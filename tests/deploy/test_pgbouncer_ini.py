@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tenantsvc.adapters.db.errors import StatementTimeout
+from tenantsvc.core.storage_errors import StatementTimeout
 from tenantsvc.config import load_settings
 from tests.support.pgbouncer import PRODUCTION_INI as INI
 from tests.support.pgbouncer import production_config as production

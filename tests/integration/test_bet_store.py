@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 
 from tenantsvc.adapters.db import bet_store, odds_store, tenant_store
 from tenantsvc.adapters.db.bet_store import BetRejected, IdempotencyConflict, PendingBet, PendingMatch, Settlement
-from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.odds_store import SaveSummary
 from tenantsvc.core.odds import BetRequest, payout_cents
 from tests.integration.test_odds_store import T0, feed_match, run, snapshot

@@ -19,7 +19,7 @@ import pytest_twisted
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable
+from tenantsvc.core.storage_errors import DatabaseUnavailable
 from tests.support.interactions import Gate, create_notes_txn, insert_note_txn, notes_txn
 from tests.support.postgres import quote_ident
 from tests.support.waiting import eventually

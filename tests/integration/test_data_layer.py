@@ -16,7 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gat
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.migrations import MIGRATIONS
-from tenantsvc.adapters.db.errors import IntegrityViolation, InteractionAbandoned, StatementTimeout
+from tenantsvc.core.storage_errors import IntegrityViolation, InteractionAbandoned, StatementTimeout
 from tenantsvc.core.theme import DEFAULT_THEME, parse_theme
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.registry import TenantRegistry

@@ -10,7 +10,7 @@ import pytest_twisted
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable, StatementTimeout
+from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout
 from tenantsvc.core.breaker import OPEN, PRESSURE, READ, WRITE, BreakerConfig
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.db_guard import DbBreaker

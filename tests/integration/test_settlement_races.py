@@ -25,7 +25,8 @@ from tenantsvc.adapters.db.bet_store import BetRejected
 from tenantsvc.adapters.db.dialects import SqliteDialect
 from tenantsvc.adapters.db.migrations import apply_migrations_txn
 from tenantsvc.adapters.db.pool import Txn
-from tenantsvc.config import SqliteTarget, load_settings
+from tenantsvc.config import load_settings
+from tenantsvc.core.targets import SqliteTarget
 from tests.integration.test_bet_store import (
     FETCHED,
     KICKOFF,

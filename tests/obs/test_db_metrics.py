@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.python.failure import Failure
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable, IntegrityViolation, StatementTimeout
+from tenantsvc.core.storage_errors import DatabaseUnavailable, IntegrityViolation, StatementTimeout
 from tenantsvc.obs.metrics import Metrics
 
 

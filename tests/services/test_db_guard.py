@@ -12,7 +12,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from tenantsvc.adapters.db.errors import (
+from tenantsvc.core.storage_errors import (
     DatabaseUnavailable,
     IntegrityViolation,
     InteractionAbandoned,

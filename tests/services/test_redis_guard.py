@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from tenantsvc.adapters.redis import RedisCircuitOpen, RedisClient, RedisUnavailable
-from tenantsvc.config import RedisTarget
+from tenantsvc.core.targets import RedisTarget
 from tenantsvc.core.breaker import CLOSED, CONNECTION_ERROR, HALF_OPEN, OPEN, TIMEOUT
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.redis_guard import (

@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
-from tenantsvc.config import RedisTarget
+from tenantsvc.core.targets import RedisTarget
 
 TEST_TIMEOUT_S = 0.3  # short, so tests that stop Redis see RedisUnavailable quickly
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from tenantsvc.adapters.redis import RedisClient
-from tenantsvc.config import RedisTarget
+from tenantsvc.core.targets import RedisTarget
 from tenantsvc.core.breaker import CLOSED, HALF_OPEN, OPEN
 from tenantsvc.services.redis_guard import PROBE_INTERVAL_S, RedisBreaker, redis_breaker_config
 from tests.support.fake_redis_pool import FakeRedisPool

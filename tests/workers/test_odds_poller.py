@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
-from tenantsvc.adapters.db.errors import DatabaseUnavailable
+from tenantsvc.core.storage_errors import DatabaseUnavailable
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedTimeout
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import RETRY_AFTER_CAP_S

@@ -10,16 +10,35 @@ import os
 import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from tenantsvc.adapters.db.errors import (
+from tenantsvc.core.storage_errors import (
     DatabaseError,
     DatabaseUnavailable,
     IntegrityViolation,
     StatementTimeout,
     TransactionConflict,
 )
-from tenantsvc.config import PostgresTarget, Settings, SqliteTarget
+from tenantsvc.core.targets import PostgresTarget, SqliteTarget
+
+
+class DatabaseOptions(Protocol):
+    """The settings the DB adapter reads, and nothing more (``config.Settings`` provides them)."""
+
+    @property
+    def database(self) -> PostgresTarget | SqliteTarget: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def pool_max(self) -> int: ...
+    @property
+    def pool_min(self) -> int: ...
+    @property
+    def db_conn_timeout_s(self) -> float: ...
+    @property
+    def db_statement_timeout_ms(self) -> int: ...
+    @property
+    def db_idle_in_transaction_timeout_ms(self) -> int: ...
 
 # Types and fragments that differ between the dialects, used by the migrations.
 POSTGRES_TYPES = {
@@ -62,7 +81,7 @@ class PostgresDialect:
     name = "postgres"
     types = POSTGRES_TYPES
 
-    def __init__(self, target: PostgresTarget, settings: Settings):
+    def __init__(self, target: PostgresTarget, settings: DatabaseOptions):
         self._target = target
         self._settings = settings
         # Validated integers, so formatting them into SQL is safe; one round trip for both settings.
@@ -168,7 +187,7 @@ class SqliteDialect:
     types = SQLITE_TYPES
     _placeholder = re.compile(r"%s")
 
-    def __init__(self, target: SqliteTarget, settings: Settings):
+    def __init__(self, target: SqliteTarget, settings: DatabaseOptions):
         self._path = target.path
         self._busy_timeout_s = settings.db_conn_timeout_s
 
@@ -220,7 +239,7 @@ class SqliteDialect:
         return False
 
 
-def dialect_for(settings: Settings) -> PostgresDialect | SqliteDialect:
+def dialect_for(settings: DatabaseOptions) -> PostgresDialect | SqliteDialect:
     """The dialect matching ``settings.database``."""
     if isinstance(settings.database, PostgresTarget):
         return PostgresDialect(settings.database, settings)

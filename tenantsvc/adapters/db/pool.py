@@ -19,9 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from tenantsvc.adapters.db.connection_pool import ConnectionPool, can_replace_connection, replace_connection
-from tenantsvc.adapters.db.dialects import PostgresDialect, SqliteDialect, dialect_for
-from tenantsvc.adapters.db.errors import DatabaseError, InteractionAbandoned
-from tenantsvc.config import Settings
+from tenantsvc.adapters.db.dialects import DatabaseOptions, PostgresDialect, SqliteDialect, dialect_for
+from tenantsvc.core.storage_errors import DatabaseError, InteractionAbandoned
 from tenantsvc.core.peak_window import PeakWindow
 
 T = TypeVar("T")
@@ -188,7 +187,7 @@ class _Work:
 class Database:
     """An adbapi pool with counted pressure, per-name call counts and driver-neutral errors."""
 
-    def __init__(self, settings: Settings, reactor: Any, pool_factory: Callable[..., Any] = ConnectionPool):
+    def __init__(self, settings: DatabaseOptions, reactor: Any, pool_factory: Callable[..., Any] = ConnectionPool):
         self.dialect = dialect_for(settings)
         self.process_type = settings.role
         spec = self.dialect.pool_spec()
@@ -249,7 +248,7 @@ class Database:
     def add_observer(self, observer: Callable[[str, float, float, Failure | None], None]) -> None:
         """Call ``observer(name, wait_s, hold_s, failure)`` on the reactor thread after each interaction.
 
-        ``failure`` is None on success, else a Failure of a ``tenantsvc.adapters.db.errors`` exception
+        ``failure`` is None on success, else a Failure of a ``tenantsvc.core.storage_errors`` exception
         (or of whatever the interaction function raised). ``wait_s`` is the time until a pool thread took
         the interaction, ``hold_s`` the time the thread then spent on it, connecting included (a failed
         connection attempt held a slot too); one withdrawn before any thread took it reports the time
@@ -262,7 +261,7 @@ class Database:
 
         The returned Deferred may be cancelled: if the interaction has not begun by then it never
         runs (``InteractionAbandoned`` inside); if it has, it completes and its result is dropped.
-        Driver errors arrive as ``tenantsvc.adapters.db.errors`` exceptions.
+        Driver errors arrive as ``tenantsvc.core.storage_errors`` exceptions.
         """
         return self.submit_interaction(name, fn, *args, **kwargs).deferred
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tenantsvc.adapters.db.errors import IntegrityViolation
+from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import Txn
 from tenantsvc.core.theme import ATTRIBUTES, Theme
 

@@ -1,4 +1,7 @@
-"""Database errors in the service's own terms, independent of the driver (psycopg2 or sqlite3)."""
+"""Storage errors in the service's own terms, independent of the driver (psycopg2 or sqlite3).
+
+The DB adapter raises them; services, web and obs classify them; they are plain exceptions, so they live in core.
+"""
 
 from __future__ import annotations
 
