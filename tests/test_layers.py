@@ -6,7 +6,8 @@ even on a code path no other test runs. The order, bottom to top:
     demo_feed     bundled feed documents (package data, no code)
     core          pure logic and plain values (no Twisted, no I/O: tests/core/test_purity.py)
     obs, config   metrics and eliot logging; settings parsed from the environment (both see only core)
-    adapters      the only code that talks to the outside (db, redis, http): core and obs, never Settings
+    runtime       Twisted plumbing shared by the layers above: relaying and bounding Deferreds, coalescing
+    adapters      the only code that talks to the outside (db, redis, http): core, obs and runtime, never Settings
     services      orchestration: core, obs and the adapters' interfaces
     web, workers  Klein routes and loops: core, obs and services only, never an adapter
     service, tap  the composition root and the twistd entry point: everything
@@ -24,16 +25,17 @@ import pytest
 import tenantsvc
 
 PACKAGE_DIR = Path(tenantsvc.__file__).parent
-EVERYTHING = {"demo_feed", "core", "obs", "config", "adapters", "services", "web", "workers", "service", "tap"}
+EVERYTHING = {"demo_feed", "core", "obs", "config", "runtime", "adapters", "services", "web", "workers", "service", "tap"}
 ALLOWED = {
     "demo_feed": set(),
     "core": {"core"},
     "obs": {"core", "obs"},
     "config": {"core"},
-    "adapters": {"demo_feed", "core", "obs", "adapters"},
-    "services": {"core", "obs", "adapters", "services"},
-    "web": {"core", "obs", "services", "web"},
-    "workers": {"core", "obs", "services", "workers"},
+    "runtime": {"core", "obs", "runtime"},
+    "adapters": {"demo_feed", "core", "obs", "runtime", "adapters"},
+    "services": {"core", "obs", "runtime", "adapters", "services"},
+    "web": {"core", "obs", "runtime", "services", "web"},
+    "workers": {"core", "obs", "runtime", "services", "workers"},
     "service": EVERYTHING,
     "tap": EVERYTHING,
 }

@@ -18,7 +18,7 @@ from twisted.internet.defer import ensureDeferred
 from tenantsvc.adapters.db import tenant_store, user_store
 from tenantsvc.core.storage_errors import DatabaseError, IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.adapters.deferreds import shield
+from tenantsvc.runtime.deferreds import shield
 from tenantsvc.adapters.passwords import PasswordHashing, PasswordHashingBusy
 from tenantsvc.core.accounts import check_credentials, could_be_credentials
 from tenantsvc.services.errors import Conflict, NotFoundError, Overloaded, ServiceUnavailable

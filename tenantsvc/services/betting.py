@@ -16,7 +16,7 @@ from eliot import MessageType, fields
 from tenantsvc.adapters.db import bet_store
 from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.adapters.deferreds import shield
+from tenantsvc.runtime.deferreds import shield
 from tenantsvc.core.bets import bet_fingerprint, parse_bet_request
 from tenantsvc.core.odds import odds_text
 from tenantsvc.core.settlement import SETTLED_OUTCOMES

@@ -54,6 +54,7 @@ from tenantsvc.core.breaker import (
     retry_after_header_s,
 )
 from tenantsvc.obs.metrics import Metrics, zero
+from tenantsvc.runtime.deferreds import relay
 from tenantsvc.services.breaker_view import describe_machine, record_transition, zero_openings
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
@@ -302,7 +303,7 @@ class DbBreaker(Service):
             self.machine.record_failure(clock.seconds(), TIMEOUT)  # the observer only hears of it when it ends
             waiter.errback(DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s or 0.0))
 
-        def relay(result: object) -> None:
+        def settle(result: object) -> None:
             for timer in timers:
                 if timer.active():
                     timer.cancel()
@@ -312,20 +313,15 @@ class DbBreaker(Service):
                     LATE_RESULT.log(name=pending.name, outcome=outcome,
                                     elapsed_s=round(clock.seconds() - submitted_at, 3))
                 return None
-            if isinstance(result, Failure):
-                if withdrawn and result.check(CancelledError):
-                    self._metrics.db_pool_timeouts.labels(pending.name).inc()
-                    waiter.errback(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
-                else:
-                    waiter.errback(result)
-            else:
-                waiter.callback(result)
-            return None
+            if isinstance(result, Failure) and withdrawn and result.check(CancelledError):
+                self._metrics.db_pool_timeouts.labels(pending.name).inc()
+                result = Failure(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
+            return relay(result, waiter)
 
         timers = [clock.callLater(conn_timeout_s, give_up_waiting)]
         if deadline_s is not None:
             timers.append(clock.callLater(deadline_s, past_deadline))
-        pending.deferred.addBoth(relay)
+        pending.deferred.addBoth(settle)
         return waiter
 
     def _report_probe(self, admission: Admission, error: BaseException | None) -> None:

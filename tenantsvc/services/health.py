@@ -8,7 +8,7 @@ from typing import Any, Awaitable, Callable
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tenantsvc.adapters.db.pool import Database, select_one_txn
-from tenantsvc.adapters.deferreds import with_timeout
+from tenantsvc.runtime.deferreds import with_timeout
 
 DB_CHECK_TIMEOUT_S = 2.0
 

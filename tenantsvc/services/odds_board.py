@@ -18,7 +18,7 @@ from tenantsvc.core.http_cache import strong_etag
 from tenantsvc.core.odds import MARKETS, SELECTIONS, SPORTS, FeedMatch, odds_text
 from tenantsvc.services.errors import NotFoundError, ServiceUnavailable
 from tenantsvc.services.odds_ingest import utc_now
-from tenantsvc.services.singleflight import SingleFlight
+from tenantsvc.runtime.singleflight import SingleFlight
 
 MATCHES_PER_ANSWER = 300
 

@@ -17,7 +17,7 @@ from eliot import MessageType, fields, start_action
 
 from tenantsvc.adapters.db import odds_store
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.adapters.deferreds import shield
+from tenantsvc.runtime.deferreds import shield
 from tenantsvc.core.goalserve_odds import parse_odds_document
 from tenantsvc.core.odds import OddsSnapshot
 

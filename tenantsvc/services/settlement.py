@@ -21,7 +21,7 @@ from eliot import MessageType, fields, start_action
 
 from tenantsvc.adapters.db import bet_store
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.adapters.deferreds import shield
+from tenantsvc.runtime.deferreds import shield
 from tenantsvc.core.feed_errors import FeedError
 from tenantsvc.core.goalserve_results import parse_results_document
 from tenantsvc.core.odds import MatchResult, results_feed_path

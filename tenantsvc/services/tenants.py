@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.adapters.deferreds import shield
+from tenantsvc.runtime.deferreds import shield
 from tenantsvc.core.tenants import parse_new_tenant
 from tenantsvc.core.theme import DEFAULT_THEME, Theme, parse_theme
 from tenantsvc.core.validation import ValidationFailed, check_text, check_unknown_fields

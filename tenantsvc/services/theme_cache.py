@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.adapters.deferreds import with_timeout
+from tenantsvc.runtime.deferreds import with_timeout
 from tenantsvc.adapters.redis import KeyValueStore, RedisUnavailable
 from tenantsvc.core.http_cache import strong_etag
 from tenantsvc.core.theme import DEFAULT_THEME, Theme
@@ -31,7 +31,7 @@ from tenantsvc.core.theme_css import render_theme_css
 from tenantsvc.obs.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.registry import TenantRegistry
-from tenantsvc.services.singleflight import SingleFlight
+from tenantsvc.runtime.singleflight import SingleFlight
 from tenantsvc.services.theme_publisher import INVALIDATION_CHANNEL, L2_TTL_MS, ThemePublisher, l2_key
 
 __all__ = ["INVALIDATION_CHANNEL", "L2_TTL_MS", "ThemeCache", "ThemeCacheSettings", "l2_key", "lock_key"]

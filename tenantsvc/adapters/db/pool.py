@@ -22,6 +22,7 @@ from tenantsvc.adapters.db.connection_pool import ConnectionPool, can_replace_co
 from tenantsvc.adapters.db.dialects import DatabaseOptions, PostgresDialect, SqliteDialect, dialect_for
 from tenantsvc.core.storage_errors import DatabaseError, InteractionAbandoned
 from tenantsvc.core.peak_window import PeakWindow
+from tenantsvc.runtime.deferreds import relay
 
 T = TypeVar("T")
 
@@ -297,13 +298,7 @@ class Database:
                     action.finish(failure.value)
             for observer in self._observers:
                 observer(name, ticket.wait_s, ticket.hold_s, failure)
-            if outer.called:
-                return None
-            if failure is not None:
-                outer.errback(failure)
-            else:
-                outer.callback(result)
-            return None
+            return relay(result if failure is None else failure, outer)
 
         inner.addBoth(finished)
         return PendingInteraction(name, outer, ticket, self._lock)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 
-from tenantsvc.services.singleflight import SingleFlight
+from tenantsvc.runtime.singleflight import SingleFlight
 
 
 def _work_counter():

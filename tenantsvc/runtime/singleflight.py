@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Generic, Hashable, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.python.failure import Failure
+
+from tenantsvc.runtime.deferreds import relay
 
 T = TypeVar("T")
 
@@ -52,14 +53,8 @@ class SingleFlight(Generic[T]):
         return cancel
 
     def _deliver(self, result: Any, key: Hashable) -> None:
-        waiters = self._waiters.pop(key, [])
-        for waiter in waiters:
-            if waiter.called:
-                continue
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        for waiter in self._waiters.pop(key, []):
+            relay(result, waiter)
         return None  # the shared Deferred ends here: its failure was delivered, not left unhandled
 
 

@@ -1,4 +1,4 @@
-"""Small Deferred helpers shared by adapters and services."""
+"""Deferred helpers: relay a result into a waiter that may have fired already, shield work, time it out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,21 @@ from twisted.python.failure import Failure
 T = TypeVar("T")
 
 
+def relay(result: object, waiter: Deferred) -> None:
+    """Fire ``waiter`` with ``result`` (a value or a ``Failure``) unless it has fired already.
+
+    A waiter that fired first was cancelled or timed out: the late result is dropped. Returns None, so
+    used as the last callback of a source chain it leaves no unhandled failure behind.
+    """
+    if waiter.called:
+        return None
+    if isinstance(result, Failure):
+        waiter.errback(result)
+    else:
+        waiter.callback(result)
+    return None
+
+
 def shield(inner: "Deferred[T]") -> "Deferred[T]":
     """Return a Deferred for ``inner``'s result whose cancellation does not cancel ``inner``.
 
@@ -17,17 +32,7 @@ def shield(inner: "Deferred[T]") -> "Deferred[T]":
     write, one caller of a shared refresh giving up).
     """
     outer: "Deferred[T]" = Deferred()
-
-    def relay(result: object) -> None:
-        if outer.called:  # the waiter cancelled: the result is dropped, never left unhandled
-            return None
-        if isinstance(result, Failure):
-            outer.errback(result)
-        else:
-            outer.callback(result)  # type: ignore[arg-type]
-        return None
-
-    inner.addBoth(relay)
+    inner.addBoth(relay, outer)
     return outer
 
 
