@@ -219,6 +219,9 @@ class Components:
     root: Any = None
     site: Any = None
     readiness: Any = None
+    reactor_lag: Any = None
+    ops_root: Any = None
+    ops_site: Any = None
 
 
 def build_components(settings: Settings, reactor: Any, *,
@@ -230,8 +233,12 @@ def build_components(settings: Settings, reactor: Any, *,
     ``l2`` replaces the Redis client built from ``REDIS_URL`` (tests pass the in-memory store);
     ``passwords`` replaces the threaded password hashing.
     """
+    from tenantsvc.obs.reactor_lag import ReactorLagMonitor
+
     registry = CollectorRegistry()
     metrics = Metrics(registry, settings.role)
+    reactor_lag = ReactorLagMonitor(reactor, registry, threshold_s=settings.reactor_lag_ready_threshold_s,
+                                    recovery_s=settings.reactor_lag_ready_recovery_s)
     db = Database(settings, reactor, pool_factory=pool_factory)
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
@@ -264,7 +271,7 @@ def build_components(settings: Settings, reactor: Any, *,
                       db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
                       themes=themes, tenants=tenants, players=players,
                       sportsbook=build_sportsbook(settings, reactor, metrics, reads, writes),
-                      redis=redis, redis_breaker=redis_breaker, subscriber=subscriber)
+                      redis=redis, redis_breaker=redis_breaker, subscriber=subscriber, reactor_lag=reactor_lag)
 
 
 def build_redis(settings: Settings, reactor: Any, metrics: Metrics) -> tuple[Any, RedisBreaker]:
@@ -301,7 +308,7 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
 
     settings = components.settings
     players = components.players
-    readiness = Readiness()
+    readiness = Readiness(lag=components.reactor_lag)
     redis = components.redis
     report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
                           redis_ping=redis.ping if hasattr(redis, "ping") else None,
@@ -352,6 +359,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     top = OrderedMultiService()
     LoggingService(reactor, settings.log_file).setServiceParent(top)
     components = build_components(settings, reactor)
+    components.reactor_lag.setServiceParent(top)  # every role: its lag holds readiness and is in /metrics
     components.db_service.setServiceParent(top)
     components.breaker.setServiceParent(top)
     if hasattr(components.players.passwords, "setServiceParent"):

@@ -19,11 +19,16 @@ NO_STORE = "no-store"
 
 
 class Readiness:
-    """Whether this process should receive traffic: started and not draining."""
+    """Whether this process should receive traffic: started, not draining and not held by reactor lag.
 
-    def __init__(self) -> None:
+    ``lag`` is the ``obs.reactor_lag.ReactorLagMonitor`` (anything with ``too_late`` and ``describe()``);
+    without one, lag never holds readiness.
+    """
+
+    def __init__(self, lag: Any = None) -> None:
         self.started = False
         self.draining = False
+        self._lag = lag
 
     def start_draining(self) -> None:
         """From now on ``/readyz`` answers 503."""
@@ -31,15 +36,24 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        """True between start-up and the beginning of a drain."""
-        return self.started and not self.draining
+        """True between start-up and the beginning of a drain, except while the reactor lags."""
+        return self.state == "ready"
 
     @property
     def state(self) -> str:
-        """starting, ready or draining."""
+        """starting, ready, lagging or draining."""
         if self.draining:
             return "draining"
-        return "ready" if self.started else "starting"
+        if not self.started:
+            return "starting"
+        return "lagging" if self._lag is not None and self._lag.too_late else "ready"
+
+    def describe(self) -> dict[str, Any]:
+        """The ``/readyz`` body: the state, and while lagging why (lag, threshold, recovery rule)."""
+        state = self.state
+        if state == "lagging":
+            return {"status": state, **self._lag.describe()}
+        return {"status": state}
 
 
 def _iso_now(clock: Any) -> str:
@@ -80,8 +94,8 @@ def operational_handlers(
         request.request_class = OPERATIONAL
         _only_get(request)
         _no_subpath(segments)
-        status = 200 if readiness.ready else 503
-        return respond_json(request, status, {"status": readiness.state}, {"Cache-Control": NO_STORE})
+        body = readiness.describe()
+        return respond_json(request, 200 if body["status"] == "ready" else 503, body, {"Cache-Control": NO_STORE})
 
     def metrics(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/metrics"
