@@ -316,7 +316,8 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
                           sessions_count=players.sessions.count if settings.serves_web else None,
                           pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor),
                           odds_feed=odds_feed,
-                          redis_breaker=components.redis_breaker.describe if components.redis_breaker else None)
+                          redis_breaker=components.redis_breaker.describe if components.redis_breaker else None,
+                          probe_cache_s=settings.health_probe_cache_s, metrics=components.metrics)
     operational = operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
                                        registry=components.registry, detailed_check=report.check)
     if settings.serves_web:
