@@ -2,6 +2,10 @@
 
 ``/healthz`` is static and dependency-free: importing this module loads neither psycopg2 nor
 txredisapi, and the handler touches no pool, Redis or service.
+
+``/metrics`` and ``/health/detailed`` say a lot about the process: with ``OPS_TOKEN`` they need its bearer
+token, and with ``OPS_LISTEN`` only the operations listener serves them (``probes_only`` gives the main
+listener's set: ``/healthz`` and ``/readyz``, the other two a plain 404).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from tenantsvc.obs.metrics import OPERATIONAL
+from tenantsvc.web.bearer import BearerToken
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
 from tenantsvc.web.plain import Handler, finish_later
 
@@ -78,8 +83,13 @@ def operational_handlers(
     readiness: Readiness,
     registry: CollectorRegistry,
     detailed_check: Callable[[], Any],
+    ops_token: BearerToken | None = None,
 ) -> dict[bytes, Handler]:
-    """The handlers for the first path segments healthz, readyz, metrics and health."""
+    """The handlers for the first path segments healthz, readyz, metrics and health.
+
+    With ``ops_token``, ``/metrics`` and ``/health/detailed`` answer 401 unless the request presents it.
+    """
+    authorize = ops_token.check if ops_token is not None else (lambda request: None)
 
     def healthz(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/healthz"
@@ -102,6 +112,7 @@ def operational_handlers(
         request.request_class = OPERATIONAL
         _only_get(request)
         _no_subpath(segments)
+        authorize(request)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", NO_STORE.encode("ascii"))
         return generate_latest(registry)
@@ -112,6 +123,7 @@ def operational_handlers(
         request.endpoint_label = "/health/detailed"
         request.request_class = OPERATIONAL
         _only_get(request)
+        authorize(request)
 
         def render(report: dict[str, Any]) -> bytes:
             request.setResponseCode(503 if report["status"] == "fail" else 200)
@@ -122,3 +134,17 @@ def operational_handlers(
         return finish_later(request, detailed_check(), render)
 
     return {b"healthz": healthz, b"readyz": readyz, b"metrics": metrics, b"health": health}
+
+
+def probes_only(handlers: dict[bytes, Handler]) -> dict[bytes, Handler]:
+    """The main listener's share when an operations listener exists: ``/healthz`` and ``/readyz``.
+
+    ``/metrics`` and ``/health/detailed`` answer a JSON 404 that does not say where they are served.
+    """
+
+    def not_here(request: Any, segments: list[bytes]) -> bytes:
+        request.request_class = OPERATIONAL
+        raise ApiError(404, "not_found", "no such route")
+
+    return {b"healthz": handlers[b"healthz"], b"readyz": handlers[b"readyz"], b"metrics": not_here,
+            b"health": not_here}

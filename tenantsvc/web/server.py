@@ -32,13 +32,21 @@ class WebService(Service):
     successfully or not) the process becomes ready only once it has fired, or after ``warm_up_grace_s``
     at most, so a load balancer never routes to an instance that would answer every tenant with the
     default theme, while a database that is down at start-up still cannot keep it unready.
+
+    The operations listener (``OPS_LISTEN``) is a second ``WebService`` (``name="ops"``) that drains the same
+    way but does not mark the process ready (``marks_ready=False``): readiness follows the main listener.
+    ``what`` names the listener in the start-up error when it cannot bind.
     """
 
     name = "web"
 
     def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
                  drain_timeout_s: float = 10.0, warmed: Deferred | None = None,
-                 warm_up_grace_s: float = WARM_UP_GRACE_S):
+                 warm_up_grace_s: float = WARM_UP_GRACE_S, name: str = "web", marks_ready: bool = True,
+                 what: str = "the main listener (--listen/PORT)"):
+        self.name = name
+        self._marks_ready = marks_ready
+        self._what = what
         self._reactor = reactor
         self._listen = listen
         self._site = site
@@ -60,7 +68,9 @@ class WebService(Service):
         self.port = port
         address = port.getHost()
         log_message("tenantsvc:web:listening", address=str(getattr(address, "host", address)),
-                    port=getattr(address, "port", 0))
+                    port=getattr(address, "port", 0), listener=self.name)
+        if not self._marks_ready:
+            return
         if self._warmed is None:
             self._ready("listening")
             return
@@ -78,7 +88,8 @@ class WebService(Service):
         log_message("tenantsvc:web:ready", reason=reason)
 
     def _cannot_listen(self, failure: Any) -> None:
-        sys.stderr.write(f"tenantsvc: cannot listen on {self._listen}: {failure.getErrorMessage()}\n")
+        sys.stderr.write(f"tenantsvc: cannot listen on {self._listen} for {self._what}: "
+                         f"{failure.getErrorMessage()}\n")
         self._reactor.stop()
 
     def stopService(self) -> Deferred:
