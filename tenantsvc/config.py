@@ -258,13 +258,11 @@ def parse_listen_endpoint(name: str, raw: str) -> str:
     return raw
 
 
-def _operations(env: Mapping[str, str], listen: str, ops_listen_option: str | None) -> dict[str, object]:
+def _operations(env: Mapping[str, str], ops_listen_option: str | None) -> dict[str, object]:
     """``OPS_LISTEN`` (or ``--ops-listen``) and ``OPS_TOKEN``: the separate operations listener and its token."""
     raw = ops_listen_option.strip() if ops_listen_option else _raw(env, "OPS_LISTEN")
     name = "--ops-listen" if ops_listen_option else "OPS_LISTEN"
     ops_listen = None if raw is None else parse_listen_endpoint(name, raw)
-    if ops_listen is not None and ops_listen == listen:
-        raise ConfigError(f"{name} must differ from the main listener ({listen})")
     ops_token = env.get("OPS_TOKEN") or None
     if ops_token is not None and (len(ops_token) < MIN_ADMIN_TOKEN_LENGTH or ops_token != ops_token.strip()):
         raise ConfigError(f"OPS_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters without surrounding "
@@ -478,12 +476,11 @@ def load_settings(
     log_file = env.get("LOG_FILE") or None
     if log_file is None and environment == "production":
         log_file = os.path.join("var", "log", "tenantsvc.json")
-    chosen_listen = _listen(env, listen)
     return Settings(
         database=parse_database_url(env.get("DATABASE_URL")),
         redis=parse_redis_url(env.get("REDIS_URL")),
         role=chosen_role,
-        listen=chosen_listen,
+        listen=_listen(env, listen),
         demo=demo,
         environment=environment,
         app_version=(env.get("APP_VERSION") or __version__).strip()[:64],
@@ -524,5 +521,5 @@ def load_settings(
         **_redis_breaker(env),
         **_reactor_lag(env),
         health_probe_cache_s=_seconds(env, "HEALTH_PROBE_CACHE_SECONDS", 5.0, 0.0, 300.0),
-        **_operations(env, chosen_listen, ops_listen),
+        **_operations(env, ops_listen),
     )

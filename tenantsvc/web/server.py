@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -88,9 +89,12 @@ class WebService(Service):
         log_message("tenantsvc:web:ready", reason=reason)
 
     def _cannot_listen(self, failure: Any) -> None:
-        sys.stderr.write(f"tenantsvc: cannot listen on {self._listen} for {self._what}: "
-                         f"{failure.getErrorMessage()}\n")
-        self._reactor.stop()
+        """Say which listener could not bind, on the real stderr and in the log, and stop with exit status 1."""
+        error = failure.getErrorMessage()
+        # twistd has replaced sys.stderr with a log file by now: the operator's terminal is sys.__stderr__.
+        sys.__stderr__.write(f"tenantsvc: cannot listen on {self._listen} for {self._what}: {error}\n")
+        log_message("tenantsvc:web:cannot_listen", listener=self.name, endpoint=self._listen, error=error)
+        stop_with_exit_status(self._reactor, 1)
 
     def stopService(self) -> Deferred:
         """Drain: readiness 503, close the listener, wait (bounded) for in-flight requests."""
@@ -108,6 +112,25 @@ class WebService(Service):
             await _sleep(self._reactor, DRAIN_POLL_S)
             waited += DRAIN_POLL_S
         log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited)
+
+
+def stop_with_exit_status(reactor: Any, status: int) -> None:
+    """Stop the reactor (now, or as soon as it runs: a TCP bind fails before it does) and exit with ``status``.
+
+    twistd has no exit status of its own, so a start-up failure would end with 0 and look like a clean stop.
+    The exit happens after the shutdown: every service has stopped (the log flushed) by then.
+    """
+
+    def exit_now() -> None:
+        sys.stdout.flush()
+        sys.__stderr__.flush()
+        os._exit(status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+    if reactor.running:
+        reactor.stop()
+    else:
+        reactor.callWhenRunning(reactor.stop)
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred:
