@@ -64,4 +64,6 @@ def test_a_blocked_reactor_makes_readyz_503_until_it_has_been_on_time_again_whil
         lambda m: m.get("message_type") == "tenantsvc:reactor:caught_up" and m["worst_lag_s"] >= lagging["lag_s"],
         "the monitor to log the recovery")
     assert caught_up["unready_s"] >= RECOVERY_S + BLOCK_S - 0.2
+    print(f"\nFIGURES reactor blocked {BLOCK_S:g} s: late tick {lagging['lag_s']:.3f} s, /readyz 503 for "
+          f"{caught_up['unready_s']:.2f} s from the start of the stall (recovery {RECOVERY_S:g} s), /healthz 200")
     assert service.terminate() == 0
