@@ -111,7 +111,7 @@ class WebService(Service):
         while self._root.in_flight > 0 and waited < self._drain_timeout_s:
             await _sleep(self._reactor, DRAIN_POLL_S)
             waited += DRAIN_POLL_S
-        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited)
+        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited, listener=self.name)
 
 
 def stop_with_exit_status(reactor: Any, status: int) -> None:
