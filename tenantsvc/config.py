@@ -28,6 +28,8 @@ ENVIRONMENT_VARIABLES = (
     "GOALSERVE_TIMEOUT", "ODDS_SPORTS", "ODDS_POLL_INTERVAL", "ODDS_MAX_AGE", "ODDS_CACHE_TTL",
     "SETTLEMENT_INTERVAL", "SETTLEMENT_POSTPONED_VOID_AFTER", "SETTLEMENT_REVIEW_AFTER",
     "REDIS_BREAKER_FAILURES", "REDIS_BREAKER_OPEN", "REDIS_BREAKER_OPEN_MAX",
+    "REACTOR_LAG_READY_THRESHOLD", "REACTOR_LAG_READY_RECOVERY", "HEALTH_PROBE_CACHE_SECONDS", "OPS_LISTEN",
+    "OPS_TOKEN",
 )
 WORKER_ROLES = ("worker_odds", "worker_settlement")
 RATE_LIMIT_VARIABLES = {
@@ -94,6 +96,12 @@ class Settings:
     redis_breaker_failures: int = 3
     redis_breaker_open_s: float = 1.0
     redis_breaker_open_max_s: float = 5.0
+    # Readiness under reactor lag (obs.reactor_lag) and the operations surface (issue 11, items 4-5).
+    reactor_lag_ready_threshold_s: float = 0.5
+    reactor_lag_ready_recovery_s: float = 5.0
+    health_probe_cache_s: float = 5.0
+    ops_listen: str | None = None
+    ops_token: str | None = field(default=None, repr=False)
 
     @property
     def runs_feed_workers(self) -> bool:
@@ -190,6 +198,40 @@ def _redis_breaker(env: Mapping[str, str]) -> dict[str, float]:
                           f"got {_raw(env, 'REDIS_BREAKER_OPEN_MAX')!r}")
     return {"redis_breaker_failures": _int(env, "REDIS_BREAKER_FAILURES", 3, 1, 1000),
             "redis_breaker_open_s": open_s, "redis_breaker_open_max_s": open_max_s}
+
+
+def parse_listen_endpoint(name: str, raw: str) -> str:
+    """Check that ``raw`` is a Twisted server endpoint string (``tcp:9091:interface=127.0.0.1``, ``unix:/p``).
+
+    The string is parsed as ``serverFromString`` would, against a placeholder reactor, so a typo is a
+    configuration error at start-up rather than a failure to listen later; binding is not tried here.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(object(), raw)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise ConfigError(f"{name} must be a Twisted endpoint string such as tcp:9091:interface=127.0.0.1, "
+                          f"got {raw!r} ({error})") from None
+    return raw
+
+
+def _operations(env: Mapping[str, str], ops_listen_option: str | None) -> dict[str, object]:
+    """``OPS_LISTEN`` (or ``--ops-listen``) and ``OPS_TOKEN``: the separate operations listener and its token."""
+    raw = ops_listen_option.strip() if ops_listen_option else _raw(env, "OPS_LISTEN")
+    name = "--ops-listen" if ops_listen_option else "OPS_LISTEN"
+    ops_listen = None if raw is None else parse_listen_endpoint(name, raw)
+    ops_token = env.get("OPS_TOKEN") or None
+    if ops_token is not None and (len(ops_token) < MIN_ADMIN_TOKEN_LENGTH or ops_token != ops_token.strip()):
+        raise ConfigError(f"OPS_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters without surrounding "
+                          "spaces (or unset to leave /metrics and /health/detailed open)")
+    return {"ops_listen": ops_listen, "ops_token": ops_token}
+
+
+def _reactor_lag(env: Mapping[str, str]) -> dict[str, float]:
+    """``REACTOR_LAG_READY_*``: the lag that makes ``/readyz`` 503 and how long it must stay on time after."""
+    return {"reactor_lag_ready_threshold_s": _seconds(env, "REACTOR_LAG_READY_THRESHOLD", 0.5, 0.05, 60.0),
+            "reactor_lag_ready_recovery_s": _seconds(env, "REACTOR_LAG_READY_RECOVERY", 5.0, 0.0, 600.0)}
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
@@ -372,6 +414,7 @@ def load_settings(
     role: str | None = None,
     listen: str | None = None,
     demo: bool = False,
+    ops_listen: str | None = None,
 ) -> Settings:
     """Build validated ``Settings`` from environment variables, with twistd options taking precedence.
 
@@ -434,4 +477,7 @@ def load_settings(
                                                    90 * 86400.0),
         settlement_review_after_s=_seconds(env, "SETTLEMENT_REVIEW_AFTER", 72 * 3600.0, 3600.0, 90 * 86400.0),
         **_redis_breaker(env),
+        **_reactor_lag(env),
+        health_probe_cache_s=_seconds(env, "HEALTH_PROBE_CACHE_SECONDS", 5.0, 0.0, 300.0),
+        **_operations(env, ops_listen),
     )

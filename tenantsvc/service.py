@@ -219,6 +219,9 @@ class Components:
     root: Any = None
     site: Any = None
     readiness: Any = None
+    reactor_lag: Any = None
+    ops_root: Any = None
+    ops_site: Any = None
 
 
 def build_components(settings: Settings, reactor: Any, *,
@@ -230,8 +233,12 @@ def build_components(settings: Settings, reactor: Any, *,
     ``l2`` replaces the Redis client built from ``REDIS_URL`` (tests pass the in-memory store);
     ``passwords`` replaces the threaded password hashing.
     """
+    from tenantsvc.obs.reactor_lag import ReactorLagMonitor
+
     registry = CollectorRegistry()
     metrics = Metrics(registry, settings.role)
+    reactor_lag = ReactorLagMonitor(reactor, registry, threshold_s=settings.reactor_lag_ready_threshold_s,
+                                    recovery_s=settings.reactor_lag_ready_recovery_s)
     db = Database(settings, reactor, pool_factory=pool_factory)
     db.add_observer(metrics.record_interaction)
     metrics.watch_pool(db.snapshot)
@@ -264,7 +271,7 @@ def build_components(settings: Settings, reactor: Any, *,
                       db_service=DatabaseService(db, reactor), breaker=breaker, tenant_registry=tenant_registry,
                       themes=themes, tenants=tenants, players=players,
                       sportsbook=build_sportsbook(settings, reactor, metrics, reads, writes),
-                      redis=redis, redis_breaker=redis_breaker, subscriber=subscriber)
+                      redis=redis, redis_breaker=redis_breaker, subscriber=subscriber, reactor_lag=reactor_lag)
 
 
 def build_redis(settings: Settings, reactor: Any, metrics: Metrics) -> tuple[Any, RedisBreaker]:
@@ -288,20 +295,20 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
     """Build the root resource and Site for ``components`` (imports Klein, so only once a reactor is chosen).
 
     A worker role gets only the operational endpoints (health, readiness, metrics); ``odds_feed``
-    describes the odds poller's state in ``/health/detailed``.
+    describes the odds poller's state in ``/health/detailed``. With ``OPS_LISTEN`` a second root and Site
+    (``components.ops_root``/``ops_site``) serve the operational endpoints, and the main root keeps only
+    ``/healthz`` and ``/readyz``; with ``OPS_TOKEN`` ``/metrics`` and ``/health/detailed`` need the token.
     """
     from tenantsvc.web.admin import AdminApi
-    from tenantsvc.web.health import Readiness, operational_handlers
-    from tenantsvc.web.operations import NotServedHere, not_served
+    from tenantsvc.web.bearer import BearerToken
+    from tenantsvc.web.health import Readiness, operational_handlers, probes_only
+    from tenantsvc.web.operations import OPS_NOT_SERVED, NotServedHere, not_served, not_served_on_ops
     from tenantsvc.web.public_theme import public_theme_handler
-    from tenantsvc.web.request import TenantRequest
-    from tenantsvc.web.root import RootResource
-    from tenantsvc.web.server import QuietSite
     from tenantsvc.web.tenant_api import TenantApi
 
     settings = components.settings
     players = components.players
-    readiness = Readiness()
+    readiness = Readiness(lag=components.reactor_lag)
     redis = components.redis
     report = HealthReport(clock=reactor, db=components.db, version=settings.app_version, role=settings.role,
                           redis_ping=redis.ping if hasattr(redis, "ping") else None,
@@ -309,9 +316,13 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
                           sessions_count=players.sessions.count if settings.serves_web else None,
                           pgbouncer_pools=pgbouncer_pools_probe(settings.pgbouncer_admin_url, reactor),
                           odds_feed=odds_feed,
-                          redis_breaker=components.redis_breaker.describe if components.redis_breaker else None)
+                          redis_breaker=components.redis_breaker.describe if components.redis_breaker else None,
+                          probe_cache_s=settings.health_probe_cache_s, metrics=components.metrics)
+    ops_token = (BearerToken(settings.ops_token, realm="tenantsvc-operations", needed_for="operations")
+                 if settings.ops_token else None)
     operational = operational_handlers(clock=reactor, version=settings.app_version, readiness=readiness,
-                                       registry=components.registry, detailed_check=report.check)
+                                       registry=components.registry, detailed_check=report.check,
+                                       ops_token=ops_token)
     if settings.serves_web:
         public_theme = public_theme_handler(components.themes, players.limiters.local, players.policies[PUBLIC],
                                             components.tenant_registry.may_exist)
@@ -325,6 +336,23 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
         ).app.resource()
     else:
         public_theme, admin, tenant_api = not_served, NotServedHere(), NotServedHere()
+    main_operational = probes_only(operational) if settings.ops_listen else operational
+    root, site = _root_and_site(components, reactor, main_operational, public_theme, admin, tenant_api)
+    components.root, components.site, components.readiness = root, site, readiness
+    if settings.ops_listen:
+        components.ops_root, components.ops_site = _root_and_site(
+            components, reactor, operational, not_served_on_ops, NotServedHere(OPS_NOT_SERVED),
+            NotServedHere(OPS_NOT_SERVED))
+
+
+def _root_and_site(components: Components, reactor: Any, operational: dict, public_theme: Any, admin: Any,
+                   tenant_api: Any) -> tuple[Any, Any]:
+    """A root resource over these handlers (framing, metrics, logs as every listener has) and its Site."""
+    from tenantsvc.web.request import TenantRequest
+    from tenantsvc.web.root import RootResource
+    from tenantsvc.web.server import QuietSite
+
+    settings = components.settings
     root = RootResource(
         clock=reactor, metrics=components.metrics, is_known_tenant=components.tenant_registry.is_known,
         operational=operational, public_theme=public_theme, admin=admin, tenant_api=tenant_api,
@@ -334,7 +362,7 @@ def build_web(components: Components, reactor: Any, *, odds_feed: Callable[[], d
     site = QuietSite(root, reactor=reactor)
     site.displayTracebacks = False
     site.requestFactory = _request_factory(settings.max_body_bytes, TenantRequest)
-    components.root, components.site, components.readiness = root, site, readiness
+    return root, site
 
 
 def _request_factory(max_body_bytes: int, base: type) -> type:
@@ -352,6 +380,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     top = OrderedMultiService()
     LoggingService(reactor, settings.log_file).setServiceParent(top)
     components = build_components(settings, reactor)
+    components.reactor_lag.setServiceParent(top)  # every role: its lag holds readiness and is in /metrics
     components.db_service.setServiceParent(top)
     components.breaker.setServiceParent(top)
     if hasattr(components.players.passwords, "setServiceParent"):
@@ -386,6 +415,10 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     build_web(components, reactor, odds_feed=workers.odds.describe if workers.odds is not None else None)
     top.before_stop.append(components.readiness.start_draining)
     top.before_stop.append(components.themes.stop)
+    if components.ops_site is not None:  # added first, so it stops after the main listener has drained
+        WebService(reactor=reactor, listen=settings.ops_listen, site=components.ops_site, root=components.ops_root,
+                   readiness=components.readiness, name="ops", marks_ready=False,
+                   what="the operations listener (--ops-listen/OPS_LISTEN)").setServiceParent(top)
     WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
                readiness=components.readiness, warmed=warmed).setServiceParent(top)
     if settings.serves_web:

@@ -15,7 +15,7 @@ from tenantsvc.config import ENVIRONMENT_VARIABLES, ROLES, ConfigError, load_set
 class Options(usage.Options):
     """Options of ``twistd tenantsvc``; every other setting comes from the environment (see README)."""
 
-    synopsis = "[--listen ENDPOINT] [--role all|web|worker_odds|worker_settlement] [--demo]"
+    synopsis = "[--listen ENDPOINT] [--ops-listen ENDPOINT] [--role all|web|worker_odds|worker_settlement] [--demo]"
     longdesc = (
         "Runs the tenantsvc API and/or its workers. Configuration comes from environment variables ("
         + ", ".join(ENVIRONMENT_VARIABLES)
@@ -24,6 +24,8 @@ class Options(usage.Options):
     )
     optParameters = [
         ["listen", "l", None, "Twisted endpoint string to serve HTTP on (default tcp:$PORT, else tcp:8080)."],
+        ["ops-listen", None, None, "Twisted endpoint string of a separate operations listener serving /metrics, "
+         "/health/detailed, /healthz and /readyz (default $OPS_LISTEN; unset: the main listener serves them)."],
         ["role", "r", None, f"Which parts to run: {', '.join(ROLES)} (default $PROCESS_TYPE, else all)."],
     ]
     optFlags = [
@@ -39,7 +41,8 @@ class Options(usage.Options):
 def makeService(options: Options):  # noqa: N802 - twistd's name
     """Validate settings (one clear line and exit 2 on error) and build the service tree."""
     try:
-        settings = load_settings(os.environ, role=options["role"], listen=options["listen"], demo=options["demo"])
+        settings = load_settings(os.environ, role=options["role"], listen=options["listen"], demo=options["demo"],
+                                 ops_listen=options["ops-listen"])
     except ConfigError as error:
         sys.stderr.write(f"tenantsvc: configuration error: {error}\n")
         raise SystemExit(2)

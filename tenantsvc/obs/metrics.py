@@ -384,6 +384,7 @@ class Metrics:
             ["kind"], registry=registry,
         )
         self._add_operations_kit_metrics(registry)
+        self._add_health_probe_metrics(registry)
         self._interaction_names: set[str] = set()
 
     # --- issue 13: the operations kit (peaks, workers from start-up, password hashing) -------------------
@@ -539,3 +540,20 @@ class Metrics:
         """Count and time one session store operation."""
         self.session_store_operations.labels(op, "ok" if ok else "error").inc()
         self.session_store_latency.labels(op).observe(seconds)
+
+    # --- issue 11 (items 4-5): how /health/detailed's probes were answered --------------------------------
+
+    def _add_health_probe_metrics(self, registry: CollectorRegistry) -> None:
+        self.health_probes = Counter(
+            "health_probes_total",
+            "Answers of /health/detailed's probes by how they were obtained: run (a new probe left the "
+            "process), cache (a reading younger than HEALTH_PROBE_CACHE_SECONDS), in_flight (joined a probe "
+            "already running).", ["probe", "source"], registry=registry)
+
+    def health_probe_built(self, probe: str) -> None:
+        """A probe exists: its three series at 0 from start-up."""
+        zero(self.health_probes, [(probe, source) for source in ("run", "cache", "in_flight")])
+
+    def record_health_probe(self, probe: str, source: str) -> None:
+        """Count how one caller of ``probe`` was answered."""
+        self.health_probes.labels(probe, source).inc()

@@ -1,4 +1,7 @@
-"""The detailed health report (``application/health+json``): DB round trip, pool figures, Redis, workers."""
+"""The detailed health report (``application/health+json``): DB round trip, pool figures, Redis, workers.
+
+The probes that leave the process are cached (``services.probe_cache``): see ``HealthReport``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,19 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from tenantsvc.adapters.db.pool import Database, select_one_txn
 from tenantsvc.runtime.deferreds import with_timeout
+from tenantsvc.services.probe_cache import CachedProbe
 
 DB_CHECK_TIMEOUT_S = 2.0
 
 
 class HealthReport:
-    """Builds the detailed report; a failing DB check makes the whole report fail (503)."""
+    """Builds the detailed report; a failing DB check makes the whole report fail (503).
+
+    Each probe that leaves the process (database ``SELECT 1``, Redis ``PING``, the session count, PgBouncer's
+    ``SHOW POOLS``) is a ``CachedProbe``: run at most once per ``probe_cache_s`` however many callers, the
+    callers of one period sharing one run; each check's ``time`` is when its reading was taken and
+    ``ageSeconds`` how old it is. ``metrics`` (``obs.metrics.Metrics``) counts how callers were answered.
+    """
 
     def __init__(self, *, clock: Any, db: Database, version: str, role: str,
                  redis_ping: Callable[[], Awaitable[float]] | None = None,
@@ -22,7 +32,8 @@ class HealthReport:
                  pgbouncer_pools: Callable[[], Deferred] | None = None,
                  sessions_count: Callable[[], Awaitable[int]] | None = None,
                  odds_feed: Callable[[], dict[str, dict[str, Any]]] | None = None,
-                 redis_breaker: Callable[[], dict[str, Any]] | None = None):
+                 redis_breaker: Callable[[], dict[str, Any]] | None = None,
+                 probe_cache_s: float = 0.0, metrics: Any = None):
         self._clock = clock
         self._db = db
         self._version = version
@@ -33,29 +44,57 @@ class HealthReport:
         self._sessions_count = sessions_count
         self._odds_feed = odds_feed
         self._redis_breaker = redis_breaker
+        probes = {"database": self._database_entry, "redis": self._redis_entry if redis_ping else None,
+                  "pgbouncer": self._pool_entry if pgbouncer_pools else None,
+                  "sessions": self._sessions_entry if sessions_count else None}
+        self._probes = {name: self._cached_probe(name, entry, probe_cache_s, metrics)
+                        for name, entry in probes.items() if entry is not None}
+
+    def _cached_probe(self, name: str, entry: Callable[[], Awaitable[dict[str, Any]]], max_age_s: float,
+                      metrics: Any) -> CachedProbe:
+        on_answer = None
+        if metrics is not None:
+            metrics.health_probe_built(name)
+            on_answer = lambda source: metrics.record_health_probe(name, source)  # noqa: E731
+        return CachedProbe(name, self._clock, lambda: ensureDeferred(entry()), max_age_s, on_answer)
 
     def check(self) -> Deferred:
-        """Run every check; fires with the report dict."""
+        """Run every check (probes from their cache); fires with the report dict."""
         return ensureDeferred(self._report())
 
-    async def _pool_report(self, now: str) -> dict[str, Any]:
+    async def _reading(self, probe: str) -> dict[str, Any]:
+        """The probe's entry with the time its reading was taken and its age now."""
+        reading = await self._probes[probe].get()
+        return {**reading.value, "time": self._iso(reading.taken_at),
+                "ageSeconds": round(reading.age_s(self._clock.seconds()), 3)}
+
+    async def _pool_entry(self) -> dict[str, Any]:
         assert self._pgbouncer_pools is not None
         try:
             pools = await with_timeout(self._clock, self._pgbouncer_pools(), DB_CHECK_TIMEOUT_S)
         except Exception as error:  # reported, not raised
-            return {"componentType": "datastore", "status": "warn", "time": now, "output": type(error).__name__}
+            return {"componentType": "datastore", "status": "warn", "output": type(error).__name__}
         waiting = sum(int(pool.get("cl_waiting", 0)) for pool in pools)
         return {"componentType": "datastore", "observedValue": waiting, "observedUnit": "clients waiting",
-                "status": "pass", "time": now, "pools": pools}
+                "status": "pass", "pools": pools}
 
-    async def _sessions_report(self, now: str) -> dict[str, Any]:
+    async def _sessions_entry(self) -> dict[str, Any]:
         assert self._sessions_count is not None
         try:
             count = await with_timeout(self._clock, ensureDeferred(self._sessions_count()), DB_CHECK_TIMEOUT_S)
         except Exception as error:  # the session store is down: logins fail, public traffic carries on
-            return {"componentType": "datastore", "status": "warn", "time": now, "output": type(error).__name__}
-        return {"componentType": "datastore", "observedValue": count, "observedUnit": "sessions",
-                "status": "pass", "time": now}
+            return {"componentType": "datastore", "status": "warn", "output": type(error).__name__}
+        return {"componentType": "datastore", "observedValue": count, "observedUnit": "sessions", "status": "pass"}
+
+    async def _database_entry(self) -> dict[str, Any]:
+        status, elapsed, error = await self._timed(
+            lambda: self._db.run_interaction("health_check", select_one_txn))
+        return _timed_entry("datastore", self._db.dialect.name, status, elapsed, error)
+
+    async def _redis_entry(self) -> dict[str, Any]:
+        assert self._redis_ping is not None
+        status, elapsed, error = await self._timed(lambda: ensureDeferred(self._redis_ping()))
+        return _timed_entry("datastore", "redis", "pass" if status == "pass" else "warn", elapsed, error)
 
     def _odds_feed_report(self, now: str) -> dict[str, Any]:
         """Per sport: next run, consecutive failures, last success and last error; warn while any sport fails."""
@@ -65,8 +104,9 @@ class HealthReport:
         return {"componentType": "component", "observedValue": len(failing), "observedUnit": "sports failing",
                 "status": "warn" if failing else "pass", "time": now, "sports": sports}
 
-    def _now(self) -> str:
-        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
+    @staticmethod
+    def _iso(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
     async def _timed(self, probe: Callable[[], Deferred]) -> tuple[str, float | None, str | None]:
         started = self._clock.seconds()
@@ -78,16 +118,9 @@ class HealthReport:
 
     async def _report(self) -> dict[str, Any]:
         checks: dict[str, list[dict[str, Any]]] = {}
-        now = self._now()
-        status, elapsed, error = await self._timed(
-            lambda: self._db.run_interaction("health_check", select_one_txn))
-        entry: dict[str, Any] = {"componentType": "datastore", "componentId": self._db.dialect.name,
-                                 "status": status, "time": now}
-        if elapsed is not None:
-            entry.update(observedValue=elapsed, observedUnit="ms")
-        if error:
-            entry["output"] = error
-        checks["database:responseTime"] = [entry]
+        now = self._iso(self._clock.seconds())
+        database = await self._reading("database")
+        checks["database:responseTime"] = [database]
         pool = self._db.snapshot()
         checks["database:connections"] = [{
             "componentType": "datastore", "observedValue": pool.in_use, "observedUnit": "connections",
@@ -95,33 +128,36 @@ class HealthReport:
             "pool": {"size": pool.size, "in_use": pool.in_use, "waiting": pool.waiting,
                      "usage_percent": round(pool.usage_percent, 1)},
         }]
-        overall = status
-        if self._redis_ping is not None:
-            redis_status, redis_elapsed, redis_error = await self._timed(lambda: ensureDeferred(self._redis_ping()))
-            redis_entry: dict[str, Any] = {"componentType": "datastore", "componentId": "redis",
-                                           "status": "pass" if redis_status == "pass" else "warn", "time": now}
-            if redis_elapsed is not None:
-                redis_entry.update(observedValue=redis_elapsed, observedUnit="ms")
-            if redis_error:
-                redis_entry["output"] = redis_error
-            checks["redis:responseTime"] = [redis_entry]
-            if redis_status != "pass" and overall == "pass":
-                overall = "warn"
+        overall = database["status"]
+        if "redis" in self._probes:
+            checks["redis:responseTime"] = [await self._reading("redis")]
+            overall = _worst(overall, checks["redis:responseTime"][0]["status"])
         for check_name, describe in (("database:circuitBreaker", self._breaker),
                                      ("redis:circuitBreaker", self._redis_breaker)):
             if describe is not None:
                 checks[check_name] = [_breaker_check(describe(), now)]
                 overall = _worst(overall, checks[check_name][0]["status"])
-        if self._pgbouncer_pools is not None:
-            checks["pgbouncer:pools"] = [await self._pool_report(now)]
-        if self._sessions_count is not None:
-            checks["sessions:count"] = [await self._sessions_report(now)]
+        if "pgbouncer" in self._probes:
+            checks["pgbouncer:pools"] = [await self._reading("pgbouncer")]
+        if "sessions" in self._probes:
+            checks["sessions:count"] = [await self._reading("sessions")]
             overall = _worst(overall, checks["sessions:count"][0]["status"])
         if self._odds_feed is not None:
             checks["odds:feed"] = [self._odds_feed_report(now)]
             overall = _worst(overall, checks["odds:feed"][0]["status"])
         return {"status": overall, "version": self._version, "serviceId": f"tenantsvc-{self._role}",
                 "description": "tenantsvc detailed health", "checks": checks}
+
+
+def _timed_entry(component_type: str, component_id: str, status: str, elapsed_ms: float | None,
+                 error: str | None) -> dict[str, Any]:
+    """A response-time check: its status, the round trip in ms when answered, the error's class when not."""
+    entry: dict[str, Any] = {"componentType": component_type, "componentId": component_id, "status": status}
+    if elapsed_ms is not None:
+        entry.update(observedValue=elapsed_ms, observedUnit="ms")
+    if error:
+        entry["output"] = error
+    return entry
 
 
 def _breaker_check(breaker: dict[str, Any], now: str) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 from klein import Klein
 
 from tenantsvc.services.betting import BettingService
 from tenantsvc.services.tenants import TenantService
+from tenantsvc.web.bearer import BearerToken
 from tenantsvc.web.errors import ApiError, respond_json
 from tenantsvc.core.validation import ValidationFailed
 from tenantsvc.web.routing import (PUBLIC, READ, WRITE, idempotency_key, install_error_handlers, read_json_object,
@@ -17,10 +16,6 @@ from tenantsvc.web.routing import (PUBLIC, READ, WRITE, idempotency_key, install
 
 BREAKER_MODES = ("open", "closed", "auto")
 BET_STATUSES = ("review", "pending", "won", "lost", "void")
-
-
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
 
 
 class AdminApi:
@@ -34,17 +29,13 @@ class AdminApi:
         self._tenants = tenants
         self._betting = betting
         self._breaker = breaker
-        self._token_digest = _digest(admin_token.encode("utf-8")) if admin_token else None
+        self._token = (BearerToken(admin_token, realm="tenantsvc-admin", needed_for="admin")
+                       if admin_token else None)
 
     def _authorize(self, request: Any) -> None:
-        if self._token_digest is None:
+        if self._token is None:
             raise ApiError(503, "admin_disabled", "the admin API is disabled: set ADMIN_TOKEN to enable it")
-        header = (request.getHeader(b"authorization") or b"").strip()
-        scheme, _, token = header.partition(b" ")
-        presented = _digest(token.strip()) if scheme.lower() == b"bearer" else b""
-        if not hmac.compare_digest(presented, self._token_digest):
-            raise ApiError(401, "unauthorized", "a valid admin bearer token is required",
-                           headers={"WWW-Authenticate": 'Bearer realm="tenantsvc-admin"'})
+        self._token.check(request)
 
     @route(app, "/admin/api/tenants", methods=["POST"], request_class=WRITE)
     async def create_tenant(self, request: Any) -> bytes:

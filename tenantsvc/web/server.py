@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -32,13 +33,21 @@ class WebService(Service):
     successfully or not) the process becomes ready only once it has fired, or after ``warm_up_grace_s``
     at most, so a load balancer never routes to an instance that would answer every tenant with the
     default theme, while a database that is down at start-up still cannot keep it unready.
+
+    The operations listener (``OPS_LISTEN``) is a second ``WebService`` (``name="ops"``) that drains the same
+    way but does not mark the process ready (``marks_ready=False``): readiness follows the main listener.
+    ``what`` names the listener in the start-up error when it cannot bind.
     """
 
     name = "web"
 
     def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
                  drain_timeout_s: float = 10.0, warmed: Deferred | None = None,
-                 warm_up_grace_s: float = WARM_UP_GRACE_S):
+                 warm_up_grace_s: float = WARM_UP_GRACE_S, name: str = "web", marks_ready: bool = True,
+                 what: str = "the main listener (--listen/PORT)"):
+        self.name = name
+        self._marks_ready = marks_ready
+        self._what = what
         self._reactor = reactor
         self._listen = listen
         self._site = site
@@ -60,7 +69,9 @@ class WebService(Service):
         self.port = port
         address = port.getHost()
         log_message("tenantsvc:web:listening", address=str(getattr(address, "host", address)),
-                    port=getattr(address, "port", 0))
+                    port=getattr(address, "port", 0), listener=self.name)
+        if not self._marks_ready:
+            return
         if self._warmed is None:
             self._ready("listening")
             return
@@ -78,8 +89,12 @@ class WebService(Service):
         log_message("tenantsvc:web:ready", reason=reason)
 
     def _cannot_listen(self, failure: Any) -> None:
-        sys.stderr.write(f"tenantsvc: cannot listen on {self._listen}: {failure.getErrorMessage()}\n")
-        self._reactor.stop()
+        """Say which listener could not bind, on the real stderr and in the log, and stop with exit status 1."""
+        error = failure.getErrorMessage()
+        # twistd has replaced sys.stderr with a log file by now: the operator's terminal is sys.__stderr__.
+        sys.__stderr__.write(f"tenantsvc: cannot listen on {self._listen} for {self._what}: {error}\n")
+        log_message("tenantsvc:web:cannot_listen", listener=self.name, endpoint=self._listen, error=error)
+        stop_with_exit_status(self._reactor, 1)
 
     def stopService(self) -> Deferred:
         """Drain: readiness 503, close the listener, wait (bounded) for in-flight requests."""
@@ -96,7 +111,26 @@ class WebService(Service):
         while self._root.in_flight > 0 and waited < self._drain_timeout_s:
             await _sleep(self._reactor, DRAIN_POLL_S)
             waited += DRAIN_POLL_S
-        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited)
+        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited, listener=self.name)
+
+
+def stop_with_exit_status(reactor: Any, status: int) -> None:
+    """Stop the reactor (now, or as soon as it runs: a TCP bind fails before it does) and exit with ``status``.
+
+    twistd has no exit status of its own, so a start-up failure would end with 0 and look like a clean stop.
+    The exit happens after the shutdown: every service has stopped (the log flushed) by then.
+    """
+
+    def exit_now() -> None:
+        sys.stdout.flush()
+        sys.__stderr__.flush()
+        os._exit(status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+    if reactor.running:
+        reactor.stop()
+    else:
+        reactor.callWhenRunning(reactor.stop)
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred:

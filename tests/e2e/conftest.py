@@ -10,19 +10,21 @@ from typing import Callable, Iterator, Mapping
 
 import pytest
 
-from tests.e2e.twistd_process import TenantsvcProcess, service_env
+from tests.e2e.twistd_process import TWISTD, TenantsvcProcess, service_env
 
 
 @pytest.fixture
 def start_tenantsvc(tmp_path: Path) -> Iterator[Callable[..., TenantsvcProcess]]:
-    """Start ``twistd -n tenantsvc *args`` in a fresh directory: ``start_tenantsvc(*args, env=…, ready=True)``."""
+    """Start ``twistd -n tenantsvc *args`` in a fresh directory: ``start_tenantsvc(*args, env=…, ready=True,
+    launcher=TWISTD)``."""
     started: list[TenantsvcProcess] = []
 
-    def start(*args: str, env: Mapping[str, str] | None = None, ready: bool = True) -> TenantsvcProcess:
+    def start(*args: str, env: Mapping[str, str] | None = None, ready: bool = True,
+              launcher: list[str] = TWISTD) -> TenantsvcProcess:
         """Start one process (and, unless ``ready`` is False, wait until it answers ``/readyz`` with 200)."""
         workdir = tmp_path / f"service-{len(started)}"
         workdir.mkdir()
-        service = TenantsvcProcess(workdir, list(args), env or service_env())
+        service = TenantsvcProcess(workdir, list(args), env or service_env(), launcher)
         started.append(service)
         if ready:
             service.wait_until_ready()

@@ -18,7 +18,7 @@ def test_twistd_lists_the_tenantsvc_plugin(tmp_path):
 def test_twistd_tenantsvc_help_documents_its_options(tmp_path):
     result = run_twistd(["tenantsvc", "--help"], service_env(), tmp_path)
     assert result.returncode == 0, result.stderr
-    for option in ("--listen=", "--role=", "--demo"):
+    for option in ("--listen=", "--ops-listen=", "--role=", "--demo"):
         assert option in result.stdout, result.stdout
     assert "DATABASE_URL" in result.stdout
 
@@ -36,6 +36,13 @@ def test_an_unknown_role_is_a_usage_error(tmp_path):
     ("REDIS_URL", "ftp://x"),
     ("DATABASE_URL", "mysql://x"),
     ("ADMIN_TOKEN", "short"),
+    ("REACTOR_LAG_READY_THRESHOLD", "0"),
+    ("REACTOR_LAG_READY_THRESHOLD", "soon"),
+    ("REACTOR_LAG_READY_RECOVERY", "-1"),
+    ("HEALTH_PROBE_CACHE_SECONDS", "often"),
+    ("OPS_LISTEN", "tcp:metrics"),
+    ("OPS_LISTEN", "http:9091"),
+    ("OPS_TOKEN", "short"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable, value):
     result = run_twistd(["-n", "--pidfile=", "tenantsvc", "--listen", "tcp:0:interface=127.0.0.1"],
@@ -55,3 +62,11 @@ def test_a_worker_role_without_a_feed_key_refuses_to_start_with_one_line(tmp_pat
     assert result.stderr.splitlines() == [
         f"tenantsvc: configuration error: GOALSERVE_API_KEY must be set for --role {role} "
         "(or run with --demo for the bundled sample feed)"]
+
+
+def test_a_bad_ops_listen_option_stops_start_up_with_one_line_naming_it(tmp_path):
+    result = run_twistd(["-n", "--pidfile=", "tenantsvc", "--listen", "tcp:0:interface=127.0.0.1",
+                         "--ops-listen", "tcp:port=ninety"], service_env(), tmp_path, timeout_s=30)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("tenantsvc: configuration error: --ops-listen must be a Twisted endpoint string "), line

@@ -9,7 +9,8 @@ import pytest
 from tenantsvc.core.theme import DEFAULT_THEME
 from tenantsvc.services.demo import DEMO_THEME
 from tests.e2e.twistd_process import ADMIN_TOKEN, http, service_env
-from tests.support.processes import accepts_connections
+from tests.support.metrics import scraped_total
+from tests.support.processes import accepts_connections, wait_until
 from tests.support.web_harness import render_eliot_tree
 
 pytestmark = pytest.mark.e2e
@@ -97,6 +98,8 @@ def test_a_worker_role_runs_its_loop_serves_only_operations_and_exits_0_on_sigte
                              f"the {role} loop to complete a run")
     scrape = http("GET", service.url("/metrics"))
     assert scrape.status == 200 and metric in scrape.body.decode()
+    wait_until(lambda: scraped_total(http("GET", service.url("/metrics")).body.decode(), "reactor_lag_seconds_count") > 0,
+               "the reactor-lag monitor's first ticks (it runs in every role)", timeout_s=10)
     assert http("GET", service.url("/healthz")).status == 200
     checks = http("GET", service.url("/health/detailed")).json()["checks"]
     assert ("odds:feed" in checks) == (role == "worker_odds") and "sessions:count" not in checks

@@ -72,14 +72,18 @@ def http(method: str, url: str, *, json_body: Any = None, headers: Mapping[str, 
 
 
 class TenantsvcProcess:
-    """One ``twistd -n tenantsvc …`` subprocess with its stdout (eliot JSON lines) and stderr in files."""
+    """One ``twistd -n tenantsvc …`` subprocess with its stdout (eliot JSON lines) and stderr in files.
 
-    def __init__(self, workdir: Path, args: list[str], env: Mapping[str, str]):
+    ``launcher`` replaces the twistd command (``tests.e2e.reactor_blocker.LAUNCHER``: twistd plus a test-only
+    way to block the reactor).
+    """
+
+    def __init__(self, workdir: Path, args: list[str], env: Mapping[str, str], launcher: list[str] = TWISTD):
         self.workdir = workdir
         self.stdout_path = workdir / "stdout.jsonl"
         self.stderr_path = workdir / "stderr.txt"
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen([*TWISTD, *TWISTD_OPTIONS, "tenantsvc", *args], env=dict(env),
+            self.process = subprocess.Popen([*launcher, *TWISTD_OPTIONS, "tenantsvc", *args], env=dict(env),
                                             cwd=workdir, stdout=stdout, stderr=stderr)
         self.port: int | None = None
 
@@ -104,8 +108,7 @@ class TenantsvcProcess:
 
     def wait_until_ready(self) -> None:
         """Wait for the listener (its port comes from the log), then for ``/readyz`` to answer 200."""
-        listening = self.wait_for_message(lambda m: m.get("message_type") == "tenantsvc:web:listening", "listening")
-        self.port = int(listening["port"])
+        self.port = self.listening_port("web")
 
         def ready() -> bool:
             """True when ``/readyz`` answers 200 (a refused connection is just not ready yet)."""
@@ -116,10 +119,16 @@ class TenantsvcProcess:
 
         wait_until(ready, "/readyz to answer 200", timeout_s=START_TIMEOUT_S)
 
-    def url(self, path: str) -> str:
-        """The URL of ``path`` on this process's listener."""
+    def listening_port(self, listener: str) -> int:
+        """The port the listener ``web`` (main) or ``ops`` (``OPS_LISTEN``) bound, from the log (bounded wait)."""
+        listening = self.wait_for_message(lambda m: m.get("message_type") == "tenantsvc:web:listening"
+                                          and m.get("listener", "web") == listener, f"the {listener} listener")
+        return int(listening["port"])
+
+    def url(self, path: str, port: int | None = None) -> str:
+        """The URL of ``path`` on this process's main listener (or on ``port``, e.g. the operations listener)."""
         assert self.port is not None, "not listening (call wait_until_ready first)"
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://127.0.0.1:{port or self.port}{path}"
 
     def stderr(self) -> str:
         """Everything written to stderr so far."""

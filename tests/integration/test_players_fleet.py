@@ -207,9 +207,12 @@ def ttl_down_to(raw: RawRedis, key: str, limit_ms: int) -> Callable[[], int | No
 
 async def start_players(fleet: Fleet, seed_db: Any, *, users: Sequence[str] = (ALICE,),
                         **env: str) -> tuple[FleetInstance, FleetInstance]:
-    """Tenant ``SLUG`` in the DB, two warmed instances (``env`` settings for both), and ``users`` registered."""
+    """Tenant ``SLUG`` in the DB, two warmed instances (``env`` settings for both), and ``users`` registered.
+
+    ``/health/detailed`` probes the session store on every call here (its probe cache is tested on its own).
+    """
     await seed_tenant(seed_db, SLUG)
-    first, second = await fleet.start_instances(2, **env)
+    first, second = await fleet.start_instances(2, **{"HEALTH_PROBE_CACHE_SECONDS": "0", **env})
     for username in users:
         answer = await register(first, username)
         assert answer.status == 201, (answer.status, answer.body)

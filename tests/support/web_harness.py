@@ -217,13 +217,13 @@ class WebResponse:
 class WebHarness:
     """The built application plus an in-memory HTTP client and its clock."""
 
-    def __init__(self, components: Components, clock: Clock, pool: ThreadlessConnectionPool):
+    def __init__(self, components: Components, clock: Clock, pool: ThreadlessConnectionPool, root: Any = None):
         from treq.testing import StubTreq
 
         self.components = components
         self.clock = clock
         self.pool = pool
-        self.client = StubTreq(components.root)
+        self.client = StubTreq(root if root is not None else components.root)
         # treq's HTTPClient behind StubTreq keeps cookies between requests; reach it to empty it.
         self._cookie_jar = self.client.request.__wrapped__.__self__._cookiejar
         # StubTreq builds its own Site around the resource; give it the production Site's request
@@ -232,6 +232,11 @@ class WebHarness:
         server_site = self._agent._serverFactory
         server_site.requestFactory = components.site.requestFactory
         server_site.displayTracebacks = components.site.displayTracebacks
+
+    def ops(self) -> "WebHarness":
+        """A harness on the same application talking to the operations listener's root (``OPS_LISTEN``)."""
+        assert self.components.ops_root is not None, "built without OPS_LISTEN"
+        return WebHarness(self.components, self.clock, self.pool, root=self.components.ops_root)
 
     @property
     def db(self) -> Any:

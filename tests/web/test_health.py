@@ -133,7 +133,8 @@ def test_detailed_health_passes_with_a_database_check(harness):
     assert report["version"] == "0.1.0" and report["serviceId"] == "tenantsvc-web"
     (database,) = report["checks"]["database:responseTime"]
     assert database == {"componentType": "datastore", "componentId": "sqlite", "status": "pass",
-                        "time": "2026-01-02T03:04:05Z", "observedValue": 0.0, "observedUnit": "ms"}
+                        "time": "2026-01-02T03:04:05Z", "ageSeconds": 0.0, "observedValue": 0.0,
+                        "observedUnit": "ms"}
     (pool,) = report["checks"]["database:connections"]
     assert pool["pool"] == {"size": 1, "in_use": 0, "waiting": 0, "usage_percent": 0.0}
     assert "redis:responseTime" not in report["checks"]
@@ -188,3 +189,55 @@ def test_operational_endpoints_answer_head(harness, path):
     response = harness.request("HEAD", path)
     assert response.status in (200, 503)
     assert response.body == b""
+
+
+# --- probe cache (issue 11, item 5) ------------------------------------------------------------------------
+
+
+def test_detailed_health_probes_the_database_once_per_period_whatever_the_request_rate(harness):
+    before = harness.pool.interactions
+    ages = []
+    for _ in range(200):  # 200 requests over 10 s of clock time
+        report = json.loads(harness.get("/health/detailed").body)
+        ages.append(report["checks"]["database:responseTime"][0]["ageSeconds"])
+        harness.clock.advance(0.05)
+    assert harness.pool.interactions - before == 2, "one SELECT 1 per 5 s period"
+    assert 4.9 < max(ages) <= 5.0 and ages[0] == 0.0
+    assert harness.metric("health_probes_total", probe="database", source="run") == 2
+    assert harness.metric("health_probes_total", probe="database", source="cache") == 198
+
+
+def test_the_cached_reading_is_dated_when_it_was_taken(harness):
+    harness.get("/health/detailed")
+    harness.clock.advance(3.0)
+    (database,) = json.loads(harness.get("/health/detailed").body)["checks"]["database:responseTime"]
+    assert (database["time"], database["ageSeconds"]) == ("2026-01-02T03:04:05Z", 3.0)
+    (pool,) = json.loads(harness.get("/health/detailed").body)["checks"]["database:connections"]
+    assert pool["time"] == "2026-01-02T03:04:08Z", "the pool figures are read now, not cached"
+
+
+def test_concurrent_detailed_health_requests_share_one_database_probe(harness):
+    harness.pool.pause()
+    pending = [harness.start_request("GET", "/health/detailed") for _ in range(20)]
+    assert harness.pool.queued == 1
+    harness.pool.resume()
+    assert [harness.finish(each).status for each in pending] == [200] * 20
+    assert harness.metric("health_probes_total", probe="database", source="in_flight") == 19
+
+
+def test_a_failed_database_probe_is_cached_too_so_a_down_database_is_asked_once_per_period(harness):
+    harness.pool.close()
+    answers = [harness.get("/health/detailed") for _ in range(10)]
+    assert [answer.status for answer in answers] == [503] * 10
+    assert harness.components.db.calls["health_check"] == 1
+    harness.clock.advance(5.0)
+    assert harness.get("/health/detailed").status == 503
+    assert harness.components.db.calls["health_check"] == 2
+
+
+def test_health_probe_cache_seconds_zero_probes_on_every_request(make_harness):
+    harness = make_harness(env={"HEALTH_PROBE_CACHE_SECONDS": "0"})
+    before = harness.pool.interactions
+    for _ in range(3):
+        harness.get("/health/detailed")
+    assert harness.pool.interactions - before == 3
