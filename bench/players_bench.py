@@ -156,9 +156,9 @@ class Workload:
                 status, elapsed = self._timed(conn, "GET", f"/{TENANT}/api/bets?limit=20", headers={"Cookie": cookie})
             else:
                 serial += 1
-                status, elapsed = self._timed(conn, "POST", f"/{TENANT}/api/bets", body={**self._price, "stake_cents": 100},
-                                              headers={"Cookie": cookie,
-                                                       "Idempotency-Key": f"players-{username}-{serial}"})
+                status, elapsed = self._timed(
+                    conn, "POST", f"/{TENANT}/api/bets", body={**self._price, "stake_cents": 100},
+                    headers={"Cookie": cookie, "Idempotency-Key": f"players-{username}-{serial}"})
             self._record(kind, status, elapsed)
             self._stop.wait(rng.uniform(0.5, 1.5) * self._think_s)
 
@@ -222,7 +222,8 @@ def measure(args: argparse.Namespace, children: Children, workdir: Path) -> dict
     finally:
         workload.stop()
     return {"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "code_dir": args.code_dir or str(REPO), "redis": bool(args.redis or args.redis_url), "players": args.players,
+            "code_dir": args.code_dir or str(REPO), "redis": bool(args.redis or args.redis_url),
+            "players": args.players,
             "duration_s_per_phase": args.duration, "think_s": args.think, "mix": mix, "pinning": pin_note,
             "phases": {phase: {kind: tally.summary() for kind, tally in kinds.items()}
                        for phase, kinds in workload.tallies.items()},

@@ -150,7 +150,8 @@ class LocalRateLimiter:
         for bucket_policy in bucket_policies:
             check_request_size(bucket_policy, n)
         now = self._clock.seconds()
-        buckets = [self._take_out(key, bucket_policy.capacity, now) for key, bucket_policy in zip(keys, bucket_policies)]
+        buckets = [self._take_out(key, bucket_policy.capacity, now)
+                   for key, bucket_policy in zip(keys, bucket_policies)]
         decision, states = take_levels(bucket_policies, [BucketState(b.tokens, b.updated_at) for b in buckets], now, n)
         for bucket, state, bucket_policy in zip(buckets, states, bucket_policies):
             bucket.tokens, bucket.updated_at = state

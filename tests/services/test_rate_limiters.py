@@ -137,7 +137,8 @@ async def test_request_sizes_outside_the_bucket_are_refused_before_any_work(env)
 
 # ---- the contract, stacked buckets: a client's bucket under its tenant's ceiling --------------------
 
-STACK = RateLimitPolicy(READ, (Level(READ_CLIENT, CLIENT, BucketPolicy(3, 1.0)), Level(READ, TENANT, BucketPolicy(5, 1.0))))
+STACK = RateLimitPolicy(READ, (Level(READ_CLIENT, CLIENT, BucketPolicy(3, 1.0)),
+                               Level(READ, TENANT, BucketPolicy(5, 1.0))))
 FAST_STACK = RateLimitPolicy(READ, (Level(READ_CLIENT, CLIENT, BucketPolicy(2, 10.0)),
                                     Level(READ, TENANT, BucketPolicy(3, 10.0))))
 LOGIN = RateLimitPolicies.from_text({"login_user": "2/1", "auth_client": "4/1", "auth": "6/1"}).login
