@@ -111,8 +111,10 @@ PROBE_ROLE = "loadcheck_probe"
 SERVICE_ROLE = "postgres"  # PostgresServer's superuser, which the service connects as
 POOL_LIMIT_PERCENT = 85.0  # the breaker opens at >= 85 % in use (DESIGN.md §5)
 UNLIMITED = "100000/100000"
+# RATE_LIMIT_LOGIN_CLIENT: the per-client auth bucket's old name, which older trees (--code-dir) read too
 RATE_LIMIT_VARIABLES = ("RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE",
-                        "RATE_LIMIT_LOGIN_CLIENT", "RATE_LIMIT_LOGIN_USER")
+                        "RATE_LIMIT_LOGIN_CLIENT", "RATE_LIMIT_READ_CLIENT", "RATE_LIMIT_WRITE_CLIENT",
+                        "RATE_LIMIT_LOGIN_USER")
 PASSWORD = "load-check-password"
 STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 30.0  # seeding: registration and login hash passwords (argon2id)

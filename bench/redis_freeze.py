@@ -55,8 +55,10 @@ ADMIN_TOKEN = "redis-freeze-admin-token-0123"
 TENANT = "demo"
 PASSWORD = "redis freeze password"
 UNLIMITED = "1000000/100000"
+# RATE_LIMIT_LOGIN_CLIENT: the per-client auth bucket's old name, which older trees (--code-dir) read too
 RATE_LIMIT_VARIABLES = ("RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE",
-                        "RATE_LIMIT_LOGIN_CLIENT", "RATE_LIMIT_LOGIN_USER")
+                        "RATE_LIMIT_LOGIN_CLIENT", "RATE_LIMIT_READ_CLIENT", "RATE_LIMIT_WRITE_CLIENT",
+                        "RATE_LIMIT_LOGIN_USER")
 HTTP_TIMEOUT_S = 30.0
 KINDS = ("me", "login", "bet", "theme")
 PLAYER_KINDS = ("me", "login", "bet")
@@ -78,10 +80,12 @@ class Answer:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection to the server, reopened after an error."""
+    """One keep-alive HTTP/1.1 connection to the server, reopened after an error; ``source`` is the local
+    address to connect from (any 127.x.y.z on loopback: each stands for a different client)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, source: str | None = None):
         self._port = port
+        self._source = (source, 0) if source else None
         self._conn: http.client.HTTPConnection | None = None
 
     def request(self, method: str, path: str, body: Any = None,
@@ -94,7 +98,8 @@ class Connection:
             all_headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
             if self._conn is None:
-                self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=HTTP_TIMEOUT_S)
+                self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=HTTP_TIMEOUT_S,
+                                                        source_address=self._source)
             try:
                 self._conn.request(method, path, body=data, headers=all_headers)
                 response = self._conn.getresponse()

@@ -23,8 +23,9 @@ ENVIRONMENT_VARIABLES = (
     "DB_IDLE_IN_TRANSACTION_TIMEOUT", "DB_PREPARE_THRESHOLD", "DB_SLOW_CALL_THRESHOLD", "PGBOUNCER_ADMIN_URL", "REDIS_TIMEOUT",
     "THEME_CACHE_TTL", "THEME_CACHE_SWR", "THEME_CACHE_MAX_ENTRIES", "THEME_L2_TIMEOUT", "THEME_WARM_INTERVAL",
     "ACCESS_LOG_SAMPLE_RATE", "ACCESS_LOG_SLOW_THRESHOLD", "LOG_FILE", "MAX_BODY_BYTES", "GOALSERVE_BASE_URL", "GOALSERVE_API_KEY",
-    "RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_LOGIN_CLIENT",
-    "RATE_LIMIT_LOGIN_USER", "SESSION_ABSOLUTE_LIFETIME", "TRUSTED_PROXY_HEADER",
+    "RATE_LIMIT_PUBLIC", "RATE_LIMIT_AUTH", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_AUTH_CLIENT",
+    "RATE_LIMIT_READ_CLIENT", "RATE_LIMIT_WRITE_CLIENT", "RATE_LIMIT_LOGIN_USER", "RATE_LIMIT_LOGIN_CLIENT",
+    "SESSION_ABSOLUTE_LIFETIME", "TRUSTED_PROXY_HEADER",
     "GOALSERVE_TIMEOUT", "ODDS_SPORTS", "ODDS_POLL_INTERVAL", "ODDS_MAX_AGE", "ODDS_CACHE_TTL",
     "SETTLEMENT_INTERVAL", "SETTLEMENT_POSTPONED_VOID_AFTER", "SETTLEMENT_REVIEW_AFTER",
     "REDIS_BREAKER_FAILURES", "REDIS_BREAKER_OPEN", "REDIS_BREAKER_OPEN_MAX",
@@ -32,10 +33,16 @@ ENVIRONMENT_VARIABLES = (
     "OPS_TOKEN",
 )
 WORKER_ROLES = ("worker_odds", "worker_settlement")
+# Bucket (core.rate_limits.BUCKET_NAMES) → its variable. RATE_LIMIT_<CLASS> is the tenant-wide ceiling of the
+# class, RATE_LIMIT_<CLASS>_CLIENT one client's bucket within the tenant, RATE_LIMIT_LOGIN_USER login per
+# (username, client).
 RATE_LIMIT_VARIABLES = {
     "public": "RATE_LIMIT_PUBLIC", "auth": "RATE_LIMIT_AUTH", "read": "RATE_LIMIT_READ", "write": "RATE_LIMIT_WRITE",
-    "login_client": "RATE_LIMIT_LOGIN_CLIENT", "login_user": "RATE_LIMIT_LOGIN_USER",
+    "auth_client": "RATE_LIMIT_AUTH_CLIENT", "read_client": "RATE_LIMIT_READ_CLIENT",
+    "write_client": "RATE_LIMIT_WRITE_CLIENT", "login_user": "RATE_LIMIT_LOGIN_USER",
 }
+# Older names still accepted: RATE_LIMIT_LOGIN_CLIENT was login and registration per client, now auth_client.
+RATE_LIMIT_OLD_NAMES = {"RATE_LIMIT_LOGIN_CLIENT": "RATE_LIMIT_AUTH_CLIENT"}
 TRUSTED_PROXY_HEADERS = ("Fly-Client-IP", "X-Forwarded-For")
 ENVIRONMENTS = ("development", "staging", "production")
 DEFAULT_SQLITE_PATH = os.path.join("var", "tenantsvc.sqlite3")
@@ -249,19 +256,29 @@ def _pgbouncer_admin_url(raw: str | None) -> str | None:
 
 
 def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
-    """``RATE_LIMIT_<CLASS>`` overrides as ``{"auth": "10/0.5"}``, each checked as ``<capacity>/<per second>``."""
+    """``RATE_LIMIT_*`` overrides as ``{"auth": "10/0.5", "read_client": "60/1"}``, each checked as
+    ``<capacity>/<per second>``; an old name (``RATE_LIMIT_OLD_NAMES``) sets its new one, never both at once."""
     from tenantsvc.core.rate_limits import parse_bucket_policy
 
+    names = dict(env)
+    for old, new in RATE_LIMIT_OLD_NAMES.items():
+        old_value = (env.get(old) or "").strip()
+        if old_value and (env.get(new) or "").strip():
+            raise ConfigError(f"{old} is the old name of {new}: set only {new}")
+        if old_value:
+            names[new] = old_value
     overrides = {}
-    for endpoint_class, name in RATE_LIMIT_VARIABLES.items():
-        raw = (env.get(name) or "").strip()
+    for bucket, name in RATE_LIMIT_VARIABLES.items():
+        raw = (names.get(name) or "").strip()
         if not raw:
             continue
+        shown = next((old for old, new in RATE_LIMIT_OLD_NAMES.items() if new == name and env.get(old)), name)
         try:
             parse_bucket_policy(raw)
-        except ValueError as error:
-            raise ConfigError(f"{name}: {error}") from None
-        overrides[endpoint_class] = raw
+        except ValueError:
+            raise ConfigError(f"{shown} must be <capacity>/<tokens per second>, a whole capacity of at least 1 and "
+                              f"a positive rate, such as 120/5; got {raw!r}") from None
+        overrides[bucket] = raw
     return overrides
 
 

@@ -6,15 +6,19 @@ Consequences the tests check: over any interval of length ``t`` a bucket admits 
 ``capacity + refill_per_s * t`` tokens' worth of requests, it never holds more than ``capacity``, and
 time going backwards (a clock step) never mints tokens: the bucket only ever moves forward in time.
 
-The Redis limiter runs the same refill rule in Lua and builds its answer with ``decision_for``, so both
-limiters report identical ``Decision`` fields.
+Buckets can be stacked (``take_levels``): a request is admitted only when every bucket of the stack holds
+``n`` tokens, and then spends from each; a request any one bucket refuses spends from none. That is how a
+client's bucket sits under its tenant's ceiling: what one client is refused never costs the others.
+
+The Redis limiter runs the same refill rule in Lua and builds its answer with ``decision_for`` /
+``levels_decision``, so both limiters report identical ``Decision`` fields.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Decision(NamedTuple):
     ``remaining`` is the whole tokens left (floor); ``reset_s`` the seconds until the bucket is full again;
     ``retry_after_s`` the seconds until it holds the ``n`` tokens asked for (0 when it already does).
     ``fail_open`` marks a decision the fleet-wide limiter could not make (Redis down), taken locally instead.
+    ``level`` is the index, in a stack of buckets (``take_levels``), of the bucket the other fields describe:
+    the first that refused, or, when admitted, the one with the fewest whole tokens left (0 for one bucket).
     """
 
     allowed: bool
@@ -62,6 +68,7 @@ class Decision(NamedTuple):
     reset_s: float
     retry_after_s: float
     fail_open: bool = False
+    level: int = 0
 
     @property
     def reset_whole_s(self) -> int:
@@ -115,6 +122,45 @@ def decision_for(policy: BucketPolicy, tokens: float, allowed: bool, n: int = 1)
     # positional: this runs for every rate-limited request
     return Decision(allowed, capacity, math.floor(tokens), (capacity - tokens) / refill_per_s,
                     retry_after_s if retry_after_s > 0.0 else 0.0)
+
+
+def levels_decision(policies: Sequence[BucketPolicy], tokens: Sequence[float], refused: int | None,
+                    n: int = 1) -> Decision:
+    """The ``Decision`` for a stack of buckets left holding ``tokens`` (one per bucket, narrowest first).
+
+    ``refused`` is the index of the first bucket that lacked ``n`` tokens (nothing was spent), or None
+    (every bucket spent ``n``). A refusal describes that first bucket, with ``retry_after_s`` the longest
+    wait of all the buckets that lack tokens (the request cannot pass before every one holds ``n``). An
+    admission describes the bucket with the fewest whole tokens left (the narrowest on a tie): the one a
+    client will run into first.
+    """
+    if refused is not None:
+        decision = decision_for(policies[refused], tokens[refused], False, n)
+        wait = max(decision_for(policy, left, False, n).retry_after_s for policy, left in zip(policies, tokens))
+        return decision._replace(retry_after_s=wait, level=refused)
+    decisions = [decision_for(policy, left, True, n) for policy, left in zip(policies, tokens)]
+    level = min(range(len(decisions)), key=lambda index: decisions[index].remaining)
+    return decisions[level]._replace(level=level)
+
+
+def take_levels(policies: Sequence[BucketPolicy], states: Sequence[BucketState | None], now: float,
+                n: int = 1) -> tuple[Decision, list[BucketState]]:
+    """Spend ``n`` tokens from every bucket of a stack at ``now`` if every one holds them, else from none.
+
+    ``policies`` and ``states`` are narrowest first (a client's bucket, then its tenant's ceiling); a
+    state None is a new (full) bucket. Returns the decision (see ``levels_decision``) and every bucket's
+    new state, refilled to ``now`` whatever the answer.
+    """
+    if len(policies) != len(states) or not policies:
+        raise ValueError("one state per bucket policy, at least one bucket")
+    for policy in policies:
+        check_request_size(policy, n)
+    refilled = [refill(policy, full_bucket(policy, now) if state is None else state, now)
+                for policy, state in zip(policies, states)]
+    refused = next((index for index, state in enumerate(refilled) if state.tokens < n), None)
+    if refused is None:
+        refilled = [BucketState(state.tokens - n, state.updated_at) for state in refilled]
+    return levels_decision(policies, [state.tokens for state in refilled], refused, n), refilled
 
 
 def check_request_size(policy: BucketPolicy, n: int) -> None:

@@ -325,9 +325,10 @@ class Metrics:
         # Players (issue 5): rate limits and the session store. ``endpoint_class`` and ``op`` are constants.
         self.ratelimit_decisions = PlainCounter(  # on every public request: a plain number
             "ratelimit_decisions_total",
-            "Rate-limit decisions by endpoint class and outcome (allowed, limited, or fail_open: Redis was "
-            "unreachable and the in-process bucket decided).",
-            ["endpoint_class", "outcome"], registry,
+            "Rate-limit decisions by endpoint class, outcome (allowed, limited, or fail_open: Redis was "
+            "unreachable and the in-process buckets decided) and scope (the level that refused: client or "
+            "tenant; none when admitted).",
+            ["endpoint_class", "outcome", "scope"], registry,
         )
         self.session_store_operations = Counter(
             "session_store_operations_total", "Session store operations by operation and outcome (ok, error).",
@@ -337,7 +338,7 @@ class Metrics:
             "session_store_latency_seconds", "Session store operation latency by operation.",
             ["op"], buckets=LATENCY_BUCKETS, registry=registry,
         )
-        self._ratelimit_children: dict[tuple[str, str], Callable[[], None]] = {}
+        self._ratelimit_children: dict[tuple[str, str, str], Callable[[], None]] = {}
         # Sportsbook. ``sport`` is one of core.odds.SPORTS (the poller refuses others), ``kind`` one of
         # core.feed_errors.FEED_ERROR_KINDS; every other label takes the fixed values named in its help text.
         self.feed_errors = Counter(
@@ -527,9 +528,9 @@ class Metrics:
         elif isinstance(error, StatementTimeout):
             self.db_statement_timeouts.labels(name).inc()
 
-    def record_rate_limit(self, endpoint_class: str, outcome: str) -> None:
+    def record_rate_limit(self, endpoint_class: str, outcome: str, scope: str) -> None:
         """Count one rate-limit decision (label children are cached: this is on hot paths)."""
-        key = (endpoint_class, outcome)
+        key = (endpoint_class, outcome, scope)
         inc = self._ratelimit_children.get(key)
         if inc is None:
             inc = self.ratelimit_decisions.labels(*key).inc

@@ -1,12 +1,20 @@
-"""Rate limiters behind one interface: ``await limiter.hit(key, policy)`` → ``Decision``.
+"""Rate limiters behind one interface: ``await limiter.hit(keys, policy)`` → ``Decision``.
+
+``keys`` names one bucket per level of ``policy`` (narrowest first: the client's, then the tenant's; see
+``core.rate_limits``); a request is admitted only when every one of them holds the tokens, and a refused
+request spends from none, whichever limiter decides:
 
 - ``LocalRateLimiter``: buckets in this process, timed by the reactor clock; no I/O, so the public hot
   path can also call its synchronous ``check``. Memory is bounded: a bucket idle long enough to be full
   again is forgotten (that changes no answer), and at most ``max_keys`` buckets are kept (least recently
   used first out).
-- ``adapters.redis_rate_limiter.RedisRateLimiter``: one bucket per key in Redis, shared by the fleet.
+- ``adapters.redis_rate_limiter.RedisRateLimiter``: the buckets in Redis, shared by the fleet, every
+  level checked and spent by one Lua script (one round trip, atomic).
 - ``FallbackRateLimiter``: the Redis limiter, failing open to a private local limiter while Redis is
   unreachable (each such decision is marked ``fail_open`` and counted as such).
+
+Every decision is counted once in ``ratelimit_decisions_total{endpoint_class, outcome, scope}``: ``scope``
+is the level that refused (``client`` or ``tenant``), ``none`` for an admission. Bounded: never a client.
 
 ``build_rate_limiters`` wires them as the service needs: ``local`` for public routes, ``fleet`` for
 authenticated and write routes (the local limiter itself when there is no Redis).
@@ -16,17 +24,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from eliot import MessageType, fields
 
 from tenantsvc.adapters.redis import RedisClient, RedisUnavailable
 from tenantsvc.adapters.redis_rate_limiter import RedisRateLimiter
-from tenantsvc.core.rate_limits import ENDPOINT_CLASSES, PUBLIC, RateLimitPolicy
-from tenantsvc.core.token_bucket import Decision, check_request_size, decision_for, spend
+from tenantsvc.core.rate_limits import ENDPOINT_CLASSES, PUBLIC, SCOPES, TENANT, RateLimitPolicy
+from tenantsvc.core.token_bucket import BucketState, Decision, check_request_size, decision_for, spend, take_levels
 from tenantsvc.obs.metrics import Metrics, zero
 
 ALLOWED, LIMITED, FAIL_OPEN = "allowed", "limited", "fail_open"
+NO_SCOPE = "none"  # the scope label of an admission: no level refused
 DEFAULT_MAX_KEYS = 100_000
 
 FAIL_OPEN_STARTED = MessageType(
@@ -38,10 +47,10 @@ FAIL_OPEN_ENDED = MessageType(
 
 
 class RateLimiter(Protocol):
-    """Spends tokens from the bucket named ``key`` under ``policy``."""
+    """Spends tokens from the buckets named ``keys`` (one per level of ``policy``, narrowest first)."""
 
-    async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
-        """Admit or refuse a request for ``n`` tokens."""
+    async def hit(self, keys: Sequence[str], policy: RateLimitPolicy, n: int = 1) -> Decision:
+        """Admit (spending ``n`` tokens from every bucket) or refuse (spending none)."""
 
 
 def outcome_of(decision: Decision) -> str:
@@ -49,6 +58,19 @@ def outcome_of(decision: Decision) -> str:
     if decision.fail_open:
         return FAIL_OPEN
     return ALLOWED if decision.allowed else LIMITED
+
+
+def scope_of(decision: Decision, policy: RateLimitPolicy) -> str:
+    """The ``scope`` label: the level that refused (``client``/``tenant``), ``none`` for an admission."""
+    return NO_SCOPE if decision.allowed else policy.levels[decision.level].scope
+
+
+def _check_keys(keys: Sequence[str], policy: RateLimitPolicy) -> None:
+    """Refuse a key list that does not name one bucket per level (a bare string is a programming error)."""
+    if isinstance(keys, str):
+        raise TypeError("keys must be a sequence of bucket keys, not one string")
+    if len(keys) != len(policy.levels):
+        raise ValueError(f"{policy.endpoint_class}: {len(policy.levels)} bucket keys expected, got {len(keys)}")
 
 
 class _Bucket:
@@ -77,36 +99,70 @@ class LocalRateLimiter:
         """Buckets currently remembered."""
         return len(self._buckets)
 
-    def check(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
-        """Spend ``n`` tokens from bucket ``key`` if it holds them (synchronous: for the public hot path).
+    def check(self, keys: Sequence[str], policy: RateLimitPolicy, n: int = 1) -> Decision:
+        """Spend ``n`` tokens from every bucket ``keys`` names if every one holds them (synchronous: for the
+        public hot path, whose policy has one level).
 
-        One bucket object per key, updated in place: no allocation per request but the ``Decision``.
+        One bucket object per key, updated in place; a single bucket allocates nothing but the ``Decision``.
         """
-        bucket_policy = policy.bucket
+        levels = policy.levels
+        if len(levels) == 1 and len(keys) == 1:
+            decision = self._check_one(keys[0], levels[0].bucket, n)
+        else:
+            decision = self._check_stack(keys, policy, n)
+        if self._metrics is not None:
+            self._metrics.record_rate_limit(policy.endpoint_class, ALLOWED if decision.allowed else LIMITED,
+                                            scope_of(decision, policy))
+        return decision
+
+    def _take_out(self, key: str, capacity: int, now: float) -> _Bucket:
+        """The bucket ``key``, taken out of the LRU order (made anew when unknown or full again)."""
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            return _Bucket(float(capacity), now)
+        if bucket.full_at <= now:  # full again: as if forgotten and made anew, without the allocation
+            bucket.tokens, bucket.updated_at = float(capacity), now
+        return bucket
+
+    def _put_back(self, key: str, bucket: _Bucket, now: float) -> None:
+        """Forget what is idle, then remember ``bucket`` as the most recently used (within ``max_keys``)."""
+        buckets = self._buckets
+        if buckets and next(iter(buckets.values())).full_at <= now:
+            self._forget_idle(now)
+        buckets[key] = bucket
+        if len(buckets) > self._max_keys:  # one bucket added at most, so one out at most
+            buckets.popitem(last=False)
+
+    def _check_one(self, key: str, bucket_policy: Any, n: int) -> Decision:
         if n.__class__ is not int or n != 1:  # 1 always fits (capacity >= 1): skip the check on hot paths
             check_request_size(bucket_policy, n)
         now = self._clock.seconds()
-        buckets = self._buckets
-        bucket = buckets.pop(key, None)  # out of the way of the forgetting: it is about to be used
-        if buckets and next(iter(buckets.values())).full_at <= now:
-            self._forget_idle(now)
-        if bucket is None:
-            bucket = _Bucket(float(bucket_policy.capacity), now)
-        elif bucket.full_at <= now:  # full again: as if forgotten and made anew, without the allocation
-            bucket.tokens, bucket.updated_at = float(bucket_policy.capacity), now
-        buckets[key] = bucket  # now the most recently used
-        if len(buckets) > self._max_keys:  # one bucket added at most, so one out at most
-            buckets.popitem(last=False)
+        bucket = self._take_out(key, bucket_policy.capacity, now)  # out of the way of the forgetting
         allowed, bucket.tokens, bucket.updated_at = spend(bucket_policy, bucket.tokens, bucket.updated_at, now, n)
         decision = decision_for(bucket_policy, bucket.tokens, allowed, n)
         bucket.full_at = now + decision.reset_s
-        if self._metrics is not None:
-            self._metrics.record_rate_limit(policy.endpoint_class, ALLOWED if allowed else LIMITED)
+        self._put_back(key, bucket, now)
         return decision
 
-    async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
+    def _check_stack(self, keys: Sequence[str], policy: RateLimitPolicy, n: int) -> Decision:
+        _check_keys(keys, policy)
+        bucket_policies = policy.buckets
+        for bucket_policy in bucket_policies:
+            check_request_size(bucket_policy, n)
+        now = self._clock.seconds()
+        buckets = [self._take_out(key, bucket_policy.capacity, now)
+                   for key, bucket_policy in zip(keys, bucket_policies)]
+        decision, states = take_levels(bucket_policies, [BucketState(b.tokens, b.updated_at) for b in buckets], now, n)
+        for bucket, state, bucket_policy in zip(buckets, states, bucket_policies):
+            bucket.tokens, bucket.updated_at = state
+            bucket.full_at = now + (bucket_policy.capacity - state.tokens) / bucket_policy.refill_per_s
+        for key, bucket in zip(keys, buckets):  # all taken out first: forgetting may not drop one of them
+            self._put_back(key, bucket, now)
+        return decision
+
+    async def hit(self, keys: Sequence[str], policy: RateLimitPolicy, n: int = 1) -> Decision:
         """``check`` as a coroutine, for callers that hold any ``RateLimiter``."""
-        return self.check(key, policy, n)
+        return self.check(keys, policy, n)
 
     def _forget_idle(self, now: float) -> None:
         """Drop least recently used buckets that are full again (stops at the first one that is not)."""
@@ -136,21 +192,21 @@ class FallbackRateLimiter:
         """True while decisions are being made locally."""
         return self.fail_open_decisions > 0
 
-    async def hit(self, key: str, policy: RateLimitPolicy, n: int = 1) -> Decision:
+    async def hit(self, keys: Sequence[str], policy: RateLimitPolicy, n: int = 1) -> Decision:
         """Ask ``primary``; on ``RedisUnavailable`` decide locally (fail open). Cancellation propagates."""
         try:
-            decision = await self._primary.hit(key, policy, n)
+            decision = await self._primary.hit(keys, policy, n)
         except RedisUnavailable as error:
             if not self.failing_open:
                 FAIL_OPEN_STARTED.log(error=str(error))
             self.fail_open_decisions += 1
-            decision = self._fallback.check(key, policy, n)._replace(fail_open=True)
+            decision = self._fallback.check(keys, policy, n)._replace(fail_open=True)
         else:
             if self.failing_open:
                 FAIL_OPEN_ENDED.log(decisions=self.fail_open_decisions)
                 self.fail_open_decisions = 0
         if self._metrics is not None:
-            self._metrics.record_rate_limit(policy.endpoint_class, outcome_of(decision))
+            self._metrics.record_rate_limit(policy.endpoint_class, outcome_of(decision), scope_of(decision, policy))
         return decision
 
 
@@ -167,11 +223,22 @@ def build_rate_limiters(clock: Any, metrics: Metrics | None, redis: RedisClient 
     """The limiters for this process: fleet-wide through Redis when configured, else in-process only."""
     local = LocalRateLimiter(clock, max_keys=max_keys, metrics=metrics)
     if metrics is not None:  # every decision this process can make, at 0 from start-up
-        outcomes = {endpoint_class: (ALLOWED, LIMITED) if redis is None or endpoint_class == PUBLIC
-                    else (ALLOWED, LIMITED, FAIL_OPEN) for endpoint_class in ENDPOINT_CLASSES}
-        zero(metrics.ratelimit_decisions, [(endpoint_class, outcome) for endpoint_class, each in outcomes.items()
-                                           for outcome in each])
+        zero(metrics.ratelimit_decisions, decision_series(redis is not None))
     if redis is None:
         return RateLimiters(local=local, fleet=local)
     return RateLimiters(local=local, fleet=FallbackRateLimiter(RedisRateLimiter(redis), clock, metrics=metrics,
                                                                max_keys=max_keys))
+
+
+def decision_series(with_redis: bool) -> list[tuple[str, str, str]]:
+    """Every ``(endpoint_class, outcome, scope)`` this process can count: public has only its tenant
+    level and is never decided by Redis; the other classes fail open only with Redis."""
+    series = []
+    for endpoint_class in ENDPOINT_CLASSES:
+        scopes = (TENANT,) if endpoint_class == PUBLIC else SCOPES
+        outcomes = (ALLOWED, LIMITED) + ((FAIL_OPEN,) if with_redis and endpoint_class != PUBLIC else ())
+        for outcome in outcomes:
+            series.extend((endpoint_class, outcome, scope) for scope in
+                          ((NO_SCOPE,) if outcome == ALLOWED else (NO_SCOPE, *scopes) if outcome == FAIL_OPEN
+                           else scopes))
+    return series

@@ -1,8 +1,11 @@
 """Rate-limit answers over HTTP: the headers every limited route carries, and the 429 when over the limit.
 
 Headers: ``X-Rate-Limit-Remaining`` / ``X-Rate-Limit-Reset`` (the original system's), and the IETF
-draft fields ``RateLimit-Policy: "<class>";q=<capacity>;w=<seconds to refill>`` and
-``RateLimit: "<class>";r=<remaining>;t=<seconds to reset>``.
+draft fields ``RateLimit-Policy`` (every bucket of the route's stack: ``"<bucket>";q=<capacity>;w=<seconds
+to refill>``, comma-separated, narrowest first) and ``RateLimit: "<bucket>";r=<remaining>;t=<seconds to
+reset>`` for the bucket the decision describes (the one that refused, or the one with the fewest tokens
+left). A 429's JSON says which level refused: ``"scope": "client"`` (this client's own bucket: other
+clients are not affected) or ``"tenant"`` (the tenant-wide ceiling), and the bucket's name.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from tenantsvc.web.errors import ApiError
 
 
 def policy_header(policy: RateLimitPolicy) -> bytes:
-    """The ``RateLimit-Policy`` value for ``policy`` (constant per class: computed once by callers)."""
-    window = math.ceil(policy.bucket.full_refill_s)
-    return f'"{policy.endpoint_class}";q={policy.bucket.capacity};w={window}'.encode("ascii")
+    """The ``RateLimit-Policy`` value for ``policy`` (constant per policy: computed once by callers)."""
+    return ", ".join(f'"{level.name}";q={level.bucket.capacity};w={math.ceil(level.bucket.full_refill_s)}'
+                     for level in policy.levels).encode("ascii")
 
 
 def apply_headers(request: Any, policy: RateLimitPolicy, decision: Decision, policy_value: bytes | None = None) -> None:
@@ -27,11 +30,15 @@ def apply_headers(request: Any, policy: RateLimitPolicy, decision: Decision, pol
     request.setHeader(b"X-Rate-Limit-Remaining", remaining)
     request.setHeader(b"X-Rate-Limit-Reset", reset)
     request.setHeader(b"RateLimit-Policy", policy_value or policy_header(policy))
-    request.setHeader(b"RateLimit", b'"' + policy.endpoint_class.encode("ascii") + b'";r=' + remaining + b";t=" + reset)
+    name = policy.levels[decision.level].name.encode("ascii")
+    request.setHeader(b"RateLimit", b'"' + name + b'";r=' + remaining + b";t=" + reset)
 
 
-def too_many_requests(decision: Decision) -> ApiError:
-    """The 429 answer: JSON ``{"error", "message", "retry_after"}`` and ``Retry-After``."""
+def too_many_requests(decision: Decision, policy: RateLimitPolicy) -> ApiError:
+    """The 429 answer: JSON ``{"error", "message", "retry_after", "scope", "bucket"}`` and ``Retry-After``."""
     retry_after = decision.retry_after_whole_s
-    return ApiError(429, "rate_limited", f"too many requests; retry in {retry_after}s",
-                    headers={"Retry-After": str(retry_after)}, extra={"retry_after": retry_after})
+    level = policy.levels[decision.level]
+    whose = "this client's" if level.scope == "client" else "the tenant-wide"
+    return ApiError(429, "rate_limited", f"too many requests ({whose} {level.name} limit); retry in {retry_after}s",
+                    headers={"Retry-After": str(retry_after)},
+                    extra={"retry_after": retry_after, "scope": level.scope, "bucket": level.name})

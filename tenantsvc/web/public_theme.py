@@ -83,7 +83,7 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
     """Build the handler the root resource calls for the public theme routes.
 
     The public routes are limited per tenant by the in-process limiter (no Redis round trip on the hot
-    path). Over the limit, the client still gets the cached theme with 200, ``X-Rate-Limited: true``
+    path), one tenant-wide bucket only: they never refuse, so no client can lock another out here. Over the limit, the client still gets the cached theme with 200, ``X-Rate-Limited: true``
     and a short ``Cache-Control``, and no refresh is started.
     """
     rate_limit_headers = RateLimitHeaders(policy)
@@ -97,7 +97,7 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
         slug = segments[0].decode("ascii")
         if not may_exist(slug):
             raise ApiError(404, "unknown_tenant", "no such tenant")
-        decision = limiter.check(bucket_key(slug, PUBLIC), policy)
+        decision = limiter.check((bucket_key(slug, PUBLIC),), policy)
         set_response_headers(request, rate_limit_headers(decision))
         if not decision.allowed:
             request.setHeader(b"X-Rate-Limited", b"true")

@@ -1,7 +1,8 @@
 """Player routes under ``/<tenant>/api/…``: register, login, logout, logout-all, ``/me``, odds and bets.
 
-Every route is rate limited per tenant and endpoint class through the fleet-wide limiter (Redis, with
-an in-process fallback); login is also limited per client address and per username. State-changing
+Every route is rate limited per client within its tenant, under a tenant-wide ceiling, per endpoint class,
+through the fleet-wide limiter (Redis, with an in-process fallback), both levels in one atomic check; login
+is limited per (username, client), per client and per tenant (``core.rate_limits``). State-changing
 routes take only ``application/json`` (a cross-site form post is refused with 415: the CSRF defence
 that goes with a SameSite=Lax cookie). The public theme routes are served by the root resource.
 """
@@ -14,7 +15,7 @@ from eliot import MessageType, fields
 from klein import Klein
 
 from tenantsvc.core.http_cache import not_modified
-from tenantsvc.core.rate_limits import AUTH, LOGIN_CLIENT, LOGIN_USER, READ, WRITE, RateLimitPolicies, bucket_key
+from tenantsvc.core.rate_limits import AUTH, READ, WRITE, RateLimitPolicies, RateLimitPolicy, bucket_keys
 from tenantsvc.core.validation import ValidationFailed
 from tenantsvc.services.accounts import AccountService
 from tenantsvc.services.betting import BettingService
@@ -83,15 +84,18 @@ class TenantApi:
                 return value.decode("latin-1").split(",")[-1].strip()[:64]
         return str(getattr(request.getClientAddress(), "host", "unknown"))
 
-    async def _limit(self, request: Any, tenant: str, endpoint_class: str, extra: str | None = None,
-                     *, headers: bool = True) -> None:
-        policy = self._policies[endpoint_class]
-        decision = await self._limiters.fleet.hit(bucket_key(tenant, endpoint_class, extra), policy)
-        if headers:
-            apply_headers(request, policy, decision)
+    async def _limit(self, request: Any, tenant: str, endpoint_class: str) -> None:
+        """Spend from this client's bucket of ``endpoint_class`` and the tenant's ceiling, or answer 429."""
+        await self._spend(request, tenant, self._policies[endpoint_class])
+
+    async def _spend(self, request: Any, tenant: str, policy: RateLimitPolicy, username: str | None = None) -> None:
+        """One atomic check of every bucket of ``policy`` for this request; 429 saying which level refused."""
+        keys = bucket_keys(tenant, policy, self._client(request), username)
+        decision = await self._limiters.fleet.hit(keys, policy)
+        apply_headers(request, policy, decision)
         if not decision.allowed:
-            self._security(request, "rate_limited", tenant)
-            raise too_many_requests(decision)
+            self._security(request, "rate_limited", tenant, username or "")
+            raise too_many_requests(decision, policy)
 
     def _security(self, request: Any, event: str, tenant: str, username: str = "") -> None:
         SECURITY_EVENT.log(event=event, tenant=tenant, client=self._client(request), username=username[:64])
@@ -133,7 +137,6 @@ class TenantApi:
         self._known_tenant(tenant)
         payload = read_json_object(request)
         await self._limit(request, tenant, AUTH)
-        await self._limit(request, tenant, LOGIN_CLIENT, f"ip:{self._client(request)}", headers=False)
         user = await self._accounts.register(tenant, payload.get("username"), payload.get("password"))
         return respond_json(request, 201, {"username": user["username"], "balance_cents": user["balance_cents"]})
 
@@ -146,10 +149,10 @@ class TenantApi:
         if not isinstance(remember, bool):
             raise ValidationFailed({"remember": "must be true or false"})
         username = payload.get("username")
-        await self._limit(request, tenant, AUTH)
-        await self._limit(request, tenant, LOGIN_CLIENT, f"ip:{self._client(request)}", headers=False)
-        if isinstance(username, str):
-            await self._limit(request, tenant, LOGIN_USER, f"user:{username.lower()}", headers=False)
+        if isinstance(username, str):  # per (username, client), per client and per tenant, in one check
+            await self._spend(request, tenant, self._policies.login, username)
+        else:  # refused below (401) all the same; still counted against this client
+            await self._limit(request, tenant, AUTH)
         self._sessions.ensure_reachable()  # a session could not be stored: do not hash the password for nothing
         await self._sessions.destroy(session_cookie_value(request))  # whatever the client brought is now worthless
         user = await self._accounts.authenticate(tenant, username, payload.get("password"))

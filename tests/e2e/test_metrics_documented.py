@@ -95,7 +95,9 @@ def test_redis_brings_its_series_at_zero_from_start_up(start_tenantsvc, redis_se
     assert set(families) == set(documented_families())
     assert sample(families, "circuit_breaker_state", breaker_name="redis") == 0.0
     assert sample(families, "redis_call_failures_total", kind="timeout") == 0.0
-    assert sample(families, "ratelimit_decisions_total", endpoint_class="auth", outcome="fail_open") == 0.0
+    for scope in ("none", "client", "tenant"):  # admitted, or refused by that level, while Redis was failing
+        assert sample(families, "ratelimit_decisions_total", endpoint_class="auth", outcome="fail_open",
+                      scope=scope) == 0.0
     assert sample(families, "cache_l2_operations_total", cache="branding", op="get", outcome="error") == 0.0
     assert sample(families, "cache_l2_operations_total", cache="branding", op="set", outcome="ok") >= 1.0  # the warm
 

@@ -43,6 +43,8 @@ def test_an_unknown_role_is_a_usage_error(tmp_path):
     ("OPS_LISTEN", "tcp:metrics"),
     ("OPS_LISTEN", "http:9091"),
     ("OPS_TOKEN", "short"),
+    ("RATE_LIMIT_READ_CLIENT", "lots"),
+    ("RATE_LIMIT_LOGIN_CLIENT", "0/1"),  # the old name of RATE_LIMIT_AUTH_CLIENT, named as it was set
 ])
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable, value):
     result = run_twistd(["-n", "--pidfile=", "tenantsvc", "--listen", "tcp:0:interface=127.0.0.1"],

@@ -44,7 +44,7 @@ OPEN_S, OPEN_MAX_S = 1.0, 5.0
 REDIS_ENV = {"DB_WEB_POOL_MAX": "10", "REDIS_TIMEOUT": "500ms", "REDIS_BREAKER_OPEN": "1",
              "REDIS_BREAKER_OPEN_MAX": "5",
              **{f"RATE_LIMIT_{name}": "100000/100000" for name in ("AUTH", "READ", "WRITE", "LOGIN_CLIENT",
-                                                                    "LOGIN_USER")}}
+                                                                    "READ_CLIENT", "WRITE_CLIENT", "LOGIN_USER")}}
 FROZEN_S = 3.0
 SLACK_S = 0.75  # reactor scheduling and loopback HTTP on top of a bound (client and server share a reactor)
 FAST_S = 0.25  # an answer that waited on nothing

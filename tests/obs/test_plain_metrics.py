@@ -124,7 +124,7 @@ def feed(metrics: Metrics) -> None:
     metrics.cache_misses.labels("branding").inc(2)
     metrics.cache_responses.labels("branding", "fresh").inc(3)
     metrics.cache_responses.labels("branding", "default").inc()
-    for decision in [("public", "allowed"), ("public", "allowed"), ("login", "limited")]:
+    for decision in [("public", "allowed", "none"), ("public", "allowed", "none"), ("auth", "limited", "client")]:
         metrics.record_rate_limit(*decision)
 
 
@@ -140,8 +140,9 @@ def reference_metrics(registry: CollectorRegistry) -> None:
                         ["cache", "result"], registry=registry)
     decisions = Counter(
         "ratelimit_decisions_total",
-        "Rate-limit decisions by endpoint class and outcome (allowed, limited, or fail_open: Redis was "
-        "unreachable and the in-process bucket decided).", ["endpoint_class", "outcome"], registry=registry)
+        "Rate-limit decisions by endpoint class, outcome (allowed, limited, or fail_open: Redis was "
+        "unreachable and the in-process buckets decided) and scope (the level that refused: client or "
+        "tenant; none when admitted).", ["endpoint_class", "outcome", "scope"], registry=registry)
     for seconds in [0.00005, 0.0001, 0.0004, 0.001, 0.0011, 0.0025, 0.003, 0.01, 0.07, 3.0, 10.0, 11.0, 0.0]:
         duration.labels("GET", LOAD_THEME, "public").observe(seconds)
     duration.labels("OTHER", "/healthz", "operational").observe(0.002)
@@ -150,7 +151,7 @@ def reference_metrics(registry: CollectorRegistry) -> None:
     misses.labels("branding").inc(2)
     responses.labels("branding", "fresh").inc(3)
     responses.labels("branding", "default").inc()
-    for decision in [("public", "allowed"), ("public", "allowed"), ("login", "limited")]:
+    for decision in [("public", "allowed", "none"), ("public", "allowed", "none"), ("auth", "limited", "client")]:
         decisions.labels(*decision).inc()
 
 

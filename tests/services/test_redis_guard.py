@@ -200,7 +200,7 @@ def test_a_failed_ping_reopens_it_for_longer_each_time_up_to_the_cap_then_closin
     for _ in range(5):
         env.clock.advance(env.breaker.machine.open_duration_s)  # half-open: a PING is sent and hangs
         assert env.state == HALF_OPEN and env.pool.count("PING") == len(periods) + 1
-        env.pool.pending[-1][1].errback(__import__("txredisapi").TimeoutError("no reply"))
+        env.pool.pending[-1][2].errback(__import__("txredisapi").TimeoutError("no reply"))
         assert env.state == OPEN
         periods.append(env.breaker.machine.open_duration_s)
     assert periods == [2.0, 4.0, 5.0, 5.0, 5.0]

@@ -16,9 +16,17 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-# What a Redis that is up answers: PONG, an allowed token-bucket decision, no session.
-DEFAULT_REPLIES: dict[str, Any] = {"PING": "PONG", "EVALSHA": [1, "99"], "EVAL": [1, "99"], "GET": None,
-                                   "SET": "OK", "PUBLISH": 0}
+# What a Redis that is up answers: PONG, no session; a script (the token buckets') see ``script_reply``.
+DEFAULT_REPLIES: dict[str, Any] = {"PING": "PONG", "GET": None, "SET": "OK", "PUBLISH": 0}
+SCRIPT_COMMANDS = ("EVALSHA", "EVAL")
+
+
+def default_reply(command: str, args: tuple[Any, ...]) -> Any:
+    """``DEFAULT_REPLIES``, and for a script an admitting token-bucket answer: 0 (no bucket refused) and
+    99 tokens left in each of its keys (``EVALSHA sha1 numkeys key…``)."""
+    if command in SCRIPT_COMMANDS:
+        return [0] + ["99"] * int(args[1])
+    return DEFAULT_REPLIES.get(command)
 
 
 class FakeRedisPool:
@@ -28,7 +36,7 @@ class FakeRedisPool:
         self.mode = mode
         self.sent: list[str] = []
         self.replies: dict[str, Any] = {}
-        self.pending: list[tuple[str, Deferred]] = []
+        self.pending: list[tuple[str, tuple[Any, ...], Deferred]] = []
 
     def execute_command(self, command: str, *args: Any) -> Deferred:
         """Like ``txredisapi``'s pool: a Deferred of the reply."""
@@ -37,21 +45,21 @@ class FakeRedisPool:
         self.sent.append(command)
         if self.mode == "hung":
             waiting: Deferred = Deferred()
-            self.pending.append((command, waiting))
+            self.pending.append((command, args, waiting))
             return waiting
         if self.mode == "refused":
             return fail(txredisapi.ConnectionError("Not connected"))
-        reply = self.replies.get(command, DEFAULT_REPLIES.get(command))
+        reply = self.replies[command] if command in self.replies else default_reply(command, args)
         return fail(reply) if isinstance(reply, Exception) else succeed(reply)
 
     def answer_pending(self) -> int:
         """Answer every hung call still waiting (a thawed Redis working through its backlog); how many."""
         pending, self.pending = self.pending, []
         answered = 0
-        for command, waiting in pending:
+        for command, args, waiting in pending:
             if not waiting.called:
                 answered += 1
-                waiting.callback(DEFAULT_REPLIES.get(command))
+                waiting.callback(default_reply(command, args))
         return answered
 
     def count(self, command: str) -> int:

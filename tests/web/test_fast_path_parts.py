@@ -12,7 +12,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicy
+from tenantsvc.core.rate_limits import PUBLIC, tenant_policy
 from tenantsvc.core.token_bucket import BucketPolicy, decision_for
 from tenantsvc.web import request as request_module
 from tenantsvc.web.limits import apply_headers
@@ -20,7 +20,7 @@ from tenantsvc.web.public_theme import RateLimitHeaders
 from tenantsvc.web.request import canonical_header, request_header, set_response_headers
 from tenantsvc.web.root import RandomIds
 
-POLICY = RateLimitPolicy(PUBLIC, BucketPolicy(capacity=100, refill_per_s=2.0))
+POLICY = tenant_policy(PUBLIC, BucketPolicy(capacity=100, refill_per_s=2.0))
 
 
 def test_the_installed_twisted_lets_the_fast_path_touch_headers_directly():
@@ -57,7 +57,7 @@ def test_canonical_names_are_twisted_s_and_invalid_names_are_refused():
 
 @given(tokens=st.floats(min_value=0.0, max_value=100.0), allowed=st.booleans())
 def test_memoised_rate_limit_headers_are_what_apply_headers_sets(tokens, allowed):
-    decision = decision_for(POLICY.bucket, tokens, allowed)
+    decision = decision_for(POLICY.ceiling, tokens, allowed)
     expected = DummyRequest([b""])
     apply_headers(expected, POLICY, decision)
     memo = RateLimitHeaders(POLICY)
@@ -70,7 +70,7 @@ def test_memoised_rate_limit_headers_are_what_apply_headers_sets(tokens, allowed
 def test_the_rate_limit_header_memo_is_bounded():
     memo = RateLimitHeaders(POLICY, max_entries=3)
     for tokens in range(10):
-        memo(decision_for(POLICY.bucket, float(tokens), True))
+        memo(decision_for(POLICY.ceiling, float(tokens), True))
     assert len(memo._memo) <= 3
 
 

@@ -147,7 +147,7 @@ def test_theme_hits_are_counted_in_the_cache_rate_limit_and_duration_families(ha
     assert answered == 3.0
     assert (value(harness, "cache_hits_total", cache="branding")
             + value(harness, "cache_misses_total", cache="branding")) == 3.0
-    assert value(harness, "ratelimit_decisions_total", endpoint_class="public", outcome="allowed") == 3.0
+    assert value(harness, "ratelimit_decisions_total", endpoint_class="public", outcome="allowed", scope="none") == 3.0
 
 
 def test_the_duration_histogram_is_cumulative_and_ends_at_its_count(harness):
@@ -207,8 +207,9 @@ def test_pool_peak_gauges_keep_what_happened_between_two_scrapes(harness):
     ("bets_placed_total", {"outcome": "rejected"}),
     ("bets_settled_total", {"outcome": "void"}),
     ("session_store_operations_total", {"op": "get", "outcome": "error"}),
-    ("ratelimit_decisions_total", {"endpoint_class": "auth", "outcome": "limited"}),
-    ("ratelimit_decisions_total", {"endpoint_class": "public", "outcome": "limited"}),
+    ("ratelimit_decisions_total", {"endpoint_class": "auth", "outcome": "limited", "scope": "client"}),
+    ("ratelimit_decisions_total", {"endpoint_class": "read", "outcome": "limited", "scope": "tenant"}),
+    ("ratelimit_decisions_total", {"endpoint_class": "public", "outcome": "limited", "scope": "tenant"}),
     ("circuit_breaker_rejections_total", {"breaker_name": "db_pool", "request_class": "write"}),
     ("circuit_breaker_checks_total", {"breaker_name": "db_pool", "check": "db_liveness_check",
                                       "outcome": "unanswered"}),

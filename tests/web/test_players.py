@@ -201,17 +201,18 @@ def test_login_brute_force_is_stopped_by_the_per_username_limit(make_harness, el
     limited = answers[-1]
     assert int(limited.header("Retry-After")) >= 1 and limited.json()["retry_after"] == int(limited.header("Retry-After"))
     assert limited.json()["error"] == "rate_limited"
-    assert login(harness).status == 429, "even the right password waits: the bucket is per username"
+    assert login(harness).status == 429, "even the right password waits from this client: the bucket is per username and client"
+    assert limited.json()["scope"] == "client" and limited.json()["bucket"] == "login_user"
     logged = json.dumps(eliot_logger.messages, default=str)
     assert "guess number" not in logged and PASSWORD not in logged
 
 
 def test_limited_routes_carry_rate_limit_headers(acme):
     response = me(acme, sid(login(acme)))
-    assert int(response.header("X-Rate-Limit-Remaining")) == 99
+    assert int(response.header("X-Rate-Limit-Remaining")) == 119  # this client's bucket: the tightest level
     assert int(response.header("X-Rate-Limit-Reset")) >= 1
-    assert response.header("RateLimit-Policy") == '"read";q=100;w=50'
-    assert response.header("RateLimit").startswith('"read";r=99;t=')
+    assert response.header("RateLimit-Policy") == '"read_client";q=120;w=24, "read";q=3000;w=10'
+    assert response.header("RateLimit").startswith('"read_client";r=119;t=')
 
 
 def test_over_the_public_limit_the_cached_theme_is_still_served(make_harness):
@@ -237,9 +238,9 @@ def test_health_and_metrics_are_never_limited(make_harness):
 
 
 def test_rate_limit_decisions_are_counted(acme):
-    before = acme.metric("ratelimit_decisions_total", endpoint_class="read", outcome="allowed")
+    before = acme.metric("ratelimit_decisions_total", endpoint_class="read", outcome="allowed", scope="none")
     me(acme, sid(login(acme)))
-    assert acme.metric("ratelimit_decisions_total", endpoint_class="read", outcome="allowed") == before + 1
+    assert acme.metric("ratelimit_decisions_total", endpoint_class="read", outcome="allowed", scope="none") == before + 1
 
 
 def test_session_ids_never_reach_the_logs(acme, eliot_logger):
