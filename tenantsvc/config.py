@@ -27,6 +27,8 @@ ENVIRONMENT_VARIABLES = (
     "GOALSERVE_TIMEOUT", "ODDS_SPORTS", "ODDS_POLL_INTERVAL", "ODDS_MAX_AGE", "ODDS_CACHE_TTL",
     "SETTLEMENT_INTERVAL", "SETTLEMENT_POSTPONED_VOID_AFTER", "SETTLEMENT_REVIEW_AFTER",
     "REDIS_BREAKER_FAILURES", "REDIS_BREAKER_OPEN", "REDIS_BREAKER_OPEN_MAX",
+    "HTTP_MAX_PIPELINED", "HTTP_WRITE_BUFFER_LIMIT", "HTTP_WRITE_TIMEOUT", "HTTP_HEADER_TIMEOUT",
+    "HTTP_MAX_CONNECTIONS_PER_CLIENT", "DRAIN_PRESTOP_DELAY", "DRAIN_TIMEOUT",
 )
 WORKER_ROLES = ("worker_odds", "worker_settlement")
 RATE_LIMIT_VARIABLES = {
@@ -136,6 +138,14 @@ class Settings:
     redis_breaker_failures: int = 3
     redis_breaker_open_s: float = 1.0
     redis_breaker_open_max_s: float = 5.0
+    # The HTTP edge (web.channel, web.connections) and the drain on SIGTERM (web.server).
+    http_max_pipelined: int = 8
+    http_write_buffer_bytes: int = 64 * 1024
+    http_write_timeout_s: float = 30.0
+    http_header_timeout_s: float = 10.0
+    http_max_connections_per_client: int = 256
+    drain_prestop_delay_s: float = 5.0
+    drain_timeout_s: float = 10.0
 
     @property
     def runs_feed_workers(self) -> bool:
@@ -232,6 +242,27 @@ def _redis_breaker(env: Mapping[str, str]) -> dict[str, float]:
                           f"got {_raw(env, 'REDIS_BREAKER_OPEN_MAX')!r}")
     return {"redis_breaker_failures": _int(env, "REDIS_BREAKER_FAILURES", 3, 1, 1000),
             "redis_breaker_open_s": open_s, "redis_breaker_open_max_s": open_max_s}
+
+
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 256
+
+
+def _http_edge(env: Mapping[str, str], trusted_proxy_header: str | None) -> dict[str, float]:
+    """``HTTP_*`` limits per connection and per client, and ``DRAIN_*`` (the SIGTERM drain).
+
+    The per-client connection cap counts socket peers; behind a proxy (``TRUSTED_PROXY_HEADER`` set) every
+    peer is the proxy, so the cap is off (0) unless ``HTTP_MAX_CONNECTIONS_PER_CLIENT`` says otherwise.
+    """
+    cap_default = 0 if trusted_proxy_header is not None else DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+    return {
+        "http_max_pipelined": _int(env, "HTTP_MAX_PIPELINED", 8, 1, 1000),
+        "http_write_buffer_bytes": _int(env, "HTTP_WRITE_BUFFER_LIMIT", 64 * 1024, 4096, 64 * 1024 * 1024),
+        "http_write_timeout_s": _seconds(env, "HTTP_WRITE_TIMEOUT", 30.0, 0.5, 3600.0),
+        "http_header_timeout_s": _seconds(env, "HTTP_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
+        "http_max_connections_per_client": _int(env, "HTTP_MAX_CONNECTIONS_PER_CLIENT", cap_default, 0, 1_000_000),
+        "drain_prestop_delay_s": _seconds(env, "DRAIN_PRESTOP_DELAY", 5.0, 0.0, 300.0),
+        "drain_timeout_s": _seconds(env, "DRAIN_TIMEOUT", 10.0, 0.0, 3600.0),
+    }
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
@@ -430,6 +461,7 @@ def load_settings(
         raise ConfigError("DATABASE_URL must be set when ENVIRONMENT=production (the SQLite default is for laptops)")
     goalserve_api_key = env.get("GOALSERVE_API_KEY") or None
     _feed_key_required(chosen_role, environment, demo, goalserve_api_key)
+    trusted_proxy_header = _trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER"))
     log_file = env.get("LOG_FILE") or None
     if log_file is None and environment == "production":
         log_file = os.path.join("var", "log", "tenantsvc.json")
@@ -465,7 +497,7 @@ def load_settings(
         pgbouncer_admin_url=_pgbouncer_admin_url(env.get("PGBOUNCER_ADMIN_URL")),
         rate_limits=_rate_limits(env),
         session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),
-        trusted_proxy_header=_trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER")),
+        trusted_proxy_header=trusted_proxy_header,
         goalserve_timeout_s=_seconds(env, "GOALSERVE_TIMEOUT", 15.0, 0.5, 300.0),
         odds_sports=_odds_sports(env.get("ODDS_SPORTS"), demo),
         odds_poll_interval_s=_seconds(env, "ODDS_POLL_INTERVAL", 300.0, 10.0, 86400.0),
@@ -476,4 +508,5 @@ def load_settings(
                                                    90 * 86400.0),
         settlement_review_after_s=_seconds(env, "SETTLEMENT_REVIEW_AFTER", 72 * 3600.0, 3600.0, 90 * 86400.0),
         **_redis_breaker(env),
+        **_http_edge(env, trusted_proxy_header),
     )

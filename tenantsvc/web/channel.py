@@ -1,0 +1,304 @@
+"""The HTTP/1.1 channel of our Site: bounded work per connection, a header deadline, JSON refusals, drain.
+
+``twisted.web.http.HTTPChannel`` answers pipelined requests strictly one at a time, keeping the bytes of
+the ones behind the head as raw input (at most ~16 KiB plus one socket read before it stops reading). What
+it does not bound is the answering: every request already received is parsed and answered back to back
+in one reactor turn, whether or not the peer reads the answers, and the transport pausing the channel
+(its write buffer above ``bufferSize``) only stops the socket reads, not the parsing of bytes already
+buffered. A peer that pipelines hundreds of ``GET /metrics`` and never reads therefore had every answer
+queued in memory, and blocked the reactor while they were rendered. ``EdgeChannel`` adds:
+
+- at most ``max_pipelined`` requests answered back to back from bytes already received: then the
+  connection "parks" (stops reading and parsing) and resumes on the next reactor turn, so one connection
+  cannot hold the reactor for long;
+- parking while the transport's write buffer is above ``write_buffer_bytes`` (the transport's own pause
+  signal, with its ``bufferSize`` set to that limit): nothing more is parsed or read until the peer has
+  taken the answers; if it has not within ``write_timeout_s`` the connection is aborted (``peer_not_reading``);
+- an absolute deadline for a request's headers, ``header_timeout_s`` from their first byte (Twisted's idle
+  timeout restarts with every line, which is what slowloris relies on): 408 JSON, then close;
+- JSON answers instead of Twisted's bare ``400 Bad Request`` or silent close: 414 for a request line over
+  ``MAX_LENGTH``, 431 for a header line over ``MAX_LENGTH``, a header section over ``totalHeadersSize``
+  or more than ``maxHeaders`` headers, 400 for anything else malformed; each then closes;
+- drain: once ``start_draining`` is called every response carries ``Connection: close`` and the
+  connection closes after it; ``close_when_idle`` closes it as soon as no request is in progress.
+
+Every close for one of these reasons is reported to the ``ConnectionTracker`` (metrics and eliot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.http import HTTPChannel
+
+from tenantsvc.obs.metrics import CONNECTION_CLOSE_REASONS
+from tenantsvc.web.errors import json_bytes
+
+# Reasons a connection is closed by us (label values of http_connections_closed_total).
+(HEADER_DEADLINE, CONNECTION_CAP, PEER_NOT_READING, HEADER_TOO_LARGE, BAD_REQUEST, DRAIN_IDLE,
+ DRAIN_TIMEOUT) = CONNECTION_CLOSE_REASONS
+
+_REASON_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
+                   429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """Per-connection limits of the HTTP edge (``HTTP_*`` settings)."""
+
+    max_pipelined: int = 8
+    write_buffer_bytes: int = 64 * 1024
+    write_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+
+
+def error_response(status: int, code: str, message: str, extra_headers: bytes = b"") -> bytes:
+    """A complete HTTP/1.1 response with the service's JSON error body and ``Connection: close``."""
+    body = json_bytes({"error": code, "message": message})
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-store\r\nConnection: close\r\n%s\r\n" % (
+                status, _REASON_PHRASES.get(status, b"Error"), len(body), extra_headers)) + body
+
+
+class EdgeChannel(HTTPChannel):
+    """``HTTPChannel`` with bounded pipelining, write backpressure, a header deadline, JSON refusals and drain.
+
+    ``clock`` provides ``seconds`` and ``callLater``; ``tracker`` (a ``ConnectionTracker``) is told when the
+    connection closes and why; ``peer`` is the client address the tracker counts it under.
+    """
+
+    def __init__(self, limits: EdgeLimits, clock: Any, tracker: Any, peer: str | None = None):
+        super().__init__()
+        self._limits = limits
+        self._clock = clock
+        self._tracker = tracker
+        self.peer = peer
+        self.close_reason: str | None = None
+        self._answered_in_burst = 0
+        self._parked = False  # a request is done but the next is not parsed yet (see _park)
+        self._resume_call: Any = None
+        self._write_deadline: Any = None
+        self._header_deadline: Any = None
+        self._headers_began_at: float | None = None
+        self._awaiting_headers = True  # between requests, or while a request's head is arriving
+        self._head_lines = 0  # lines of the current request's head received so far
+        self._draining = False
+        self._close_when_idle = False
+        self._refused = False
+
+    # --- connection ---------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Start as Twisted does, with the transport's write-buffer limit set to ``write_buffer_bytes``."""
+        super().connectionMade()
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = self._limits.write_buffer_bytes
+        self._tracker.opened(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        """Cancel our timers, then let Twisted fail the requests still in progress; tell the tracker."""
+        for call in (self._resume_call, self._write_deadline, self._header_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._resume_call = self._write_deadline = self._header_deadline = None
+        super().connectionLost(reason)
+        self._tracker.closed(self)
+
+    def _close(self, reason: str, *, abort: bool = False) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.loseConnection()
+
+    @property
+    def idle(self) -> bool:
+        """True when no request is in progress and no byte of a next one has arrived."""
+        return not self.requests and not self._parked and not self._head_pending()
+
+    # --- reading and parsing ------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the peer: note when a request's head began, parse, then (re)arm the header deadline."""
+        self._answered_in_burst = 0
+        if self._awaiting_headers and self._headers_began_at is None and not self._handlingRequest:
+            self._headers_began_at = self._clock.seconds()
+        super().dataReceived(data)
+        self._arm_header_deadline()
+
+    def lineReceived(self, line: bytes) -> None:
+        """A request or header line: 431 before Twisted's bare 400 when the head grows over its limit."""
+        if self._refused:
+            return
+        if self._awaiting_headers:
+            if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+                self._refuse(431, HEADER_TOO_LARGE, "header_too_large",
+                             f"the request head exceeds {self.totalHeadersSize} bytes")
+                return
+            self._head_lines += 1
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        """One header: 431 when there would be more than ``maxHeaders``."""
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(431, HEADER_TOO_LARGE, "header_too_large", f"more than {self.maxHeaders} header fields")
+            return False
+        return super().headerReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line over ``MAX_LENGTH``: 414 for the request line, 431 for a header line (Twisted just closed)."""
+        if self._head_lines == 0:
+            self._refuse(414, HEADER_TOO_LARGE, "uri_too_long", f"the request line exceeds {self.MAX_LENGTH} bytes")
+        else:
+            self._refuse(431, HEADER_TOO_LARGE, "header_too_large",
+                         f"a header line exceeds {self.MAX_LENGTH} bytes")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - Twisted's name
+        """Twisted's answer to a malformed request, as the service's JSON 400."""
+        self._refuse(400, BAD_REQUEST, "bad_request", "malformed HTTP request")
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        self.persistent = False
+        self._cancel_header_deadline()
+        self.transport.write(error_response(status, code, message))
+        self._close(reason)
+
+    def allHeadersReceived(self) -> None:
+        """The head is complete: the header deadline no longer applies to this request."""
+        self._awaiting_headers = False
+        self._head_lines = 0
+        self._headers_began_at = None
+        self._cancel_header_deadline()
+        super().allHeadersReceived()
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """Twisted's rule, except that while draining every response closes the connection."""
+        persistent = super().checkPersistence(request, version)
+        if persistent and self._draining:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return persistent
+
+    # --- the header deadline ------------------------------------------------------------------------
+
+    def _head_pending(self) -> bool:
+        return self._awaiting_headers and not self._handlingRequest and bool(self._head_lines or self._buffer)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is not None or self._refused or not self._head_pending():
+            return
+        now = self._clock.seconds()
+        began = self._headers_began_at if self._headers_began_at is not None else now
+        self._headers_began_at = began
+        self._header_deadline = self._clock.callLater(max(0.0, began + self._limits.header_timeout_s - now),
+                                                      self._header_deadline_passed)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if self._head_pending():
+            self._refuse(408, HEADER_DEADLINE, "header_timeout",
+                         f"the request head did not arrive within {self._limits.header_timeout_s:g} s")
+
+    # --- answering: bounded bursts and write backpressure ---------------------------------------------
+
+    def requestDone(self, request: Any) -> None:
+        """The head request is answered: go on with the next one, or park (burst bound, write buffer full)."""
+        self._answered_in_burst += 1
+        self._awaiting_headers = True
+        self._head_lines = 0
+        self._headers_began_at = None
+        if self.persistent and request is self.requests[0] and (
+                self._waitingForTransport or self._answered_in_burst >= self._limits.max_pipelined):
+            self._park()
+            return
+        super().requestDone(request)
+        if self.persistent:
+            self._after_request()
+
+    def _park(self) -> None:
+        """Finish the head request's bookkeeping but leave the channel "handling": bytes that arrive are kept
+        raw (and reading stops), nothing is parsed until ``_unpark``."""
+        del self.requests[0]
+        self._parked = True
+        self._networkProducer.pauseProducing()
+        if not self._waitingForTransport:  # only the burst bound: give the other connections a turn
+            self._resume_call = self._clock.callLater(0, self._unpark)
+
+    def _unpark(self) -> None:
+        self._resume_call = None
+        if not self._parked or self._waitingForTransport or self.transport is None or self.transport.disconnecting:
+            return
+        self._parked = False
+        self._answered_in_burst = 0
+        self._handlingRequest = False
+        self._networkProducer.resumeProducing()
+        if self._savedTimeOut:
+            self.setTimeout(self._savedTimeOut)
+        data, self._dataBuffer = b"".join(self._dataBuffer), []
+        self.setLineMode(data)
+        self._after_request()
+
+    def _after_request(self) -> None:
+        if self.transport is None or self.transport.disconnecting:
+            return
+        if self._close_when_idle and self.idle:
+            self._close(DRAIN_IDLE)
+            return
+        self._arm_header_deadline()
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is over the limit: stop, and give the peer ``write_timeout_s`` to read."""
+        super().pauseProducing()
+        if self._write_deadline is None:
+            self._write_deadline = self._clock.callLater(self._limits.write_timeout_s, self._peer_not_reading)
+
+    def resumeProducing(self) -> None:
+        """The peer took everything written: carry on (and parse what a park held back)."""
+        if self._write_deadline is not None:
+            if self._write_deadline.active():
+                self._write_deadline.cancel()
+            self._write_deadline = None
+        super().resumeProducing()
+        if self._parked and self._resume_call is None:
+            self._unpark()
+
+    def _peer_not_reading(self) -> None:
+        self._write_deadline = None
+        self._close(PEER_NOT_READING, abort=True)
+
+    # --- drain --------------------------------------------------------------------------------------
+
+    def start_draining(self) -> None:
+        """From now on every response says ``Connection: close`` and the connection closes after it.
+
+        A request in progress whose response has not started yet gets the header too; one whose headers
+        already went out keeps the connection open, so the client's next request is answered (with
+        ``Connection: close``) rather than cut.
+        """
+        self._draining = True
+        if self.requests and self._handlingRequest:
+            head = self.requests[0]
+            if not head.startedWriting:
+                head.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                self.persistent = False
+
+    def close_when_idle(self) -> None:
+        """Close now if idle, else as soon as the connection becomes idle (the listener is closed)."""
+        self._close_when_idle = True
+        if self.idle and self.transport is not None and not self.transport.disconnecting:
+            self._close(DRAIN_IDLE)
+
+    def abort_for_drain(self) -> None:
+        """The drain timeout passed with this connection still open: abort it."""
+        self._close(DRAIN_TIMEOUT, abort=True)
