@@ -139,7 +139,7 @@ class Settings:
     redis_breaker_open_s: float = 1.0
     redis_breaker_open_max_s: float = 5.0
     # The HTTP edge (web.channel, web.connections) and the drain on SIGTERM (web.server).
-    http_max_pipelined: int = 8
+    http_max_pipelined: int = 1
     http_write_buffer_bytes: int = 64 * 1024
     http_write_timeout_s: float = 30.0
     http_header_timeout_s: float = 10.0
@@ -255,7 +255,7 @@ def _http_edge(env: Mapping[str, str], trusted_proxy_header: str | None) -> dict
     """
     cap_default = 0 if trusted_proxy_header is not None else DEFAULT_MAX_CONNECTIONS_PER_CLIENT
     return {
-        "http_max_pipelined": _int(env, "HTTP_MAX_PIPELINED", 8, 1, 1000),
+        "http_max_pipelined": _int(env, "HTTP_MAX_PIPELINED", 1, 1, 1000),
         "http_write_buffer_bytes": _int(env, "HTTP_WRITE_BUFFER_LIMIT", 64 * 1024, 4096, 64 * 1024 * 1024),
         "http_write_timeout_s": _seconds(env, "HTTP_WRITE_TIMEOUT", 30.0, 0.5, 3600.0),
         "http_header_timeout_s": _seconds(env, "HTTP_HEADER_TIMEOUT", 10.0, 0.5, 300.0),

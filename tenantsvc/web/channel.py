@@ -9,8 +9,9 @@ buffered. A peer that pipelines hundreds of ``GET /metrics`` and never reads the
 queued in memory, and blocked the reactor while they were rendered. ``EdgeChannel`` adds:
 
 - at most ``max_pipelined`` requests answered back to back from bytes already received: then the
-  connection "parks" (stops reading and parsing) and resumes on the next reactor turn, so one connection
-  cannot hold the reactor for long;
+  connection "parks" (stops reading and parsing) and queues for a ``PipelineScheduler``, which resumes
+  parked connections round robin within a small time budget per reactor turn, so pipelined work on many
+  connections cannot hold the reactor: sockets are polled (and ``/healthz`` answered) between two slices;
 - parking while the transport's write buffer is above ``write_buffer_bytes`` (the transport's own pause
   signal, with its ``bufferSize`` set to that limit): nothing more is parsed or read until the peer has
   taken the answers; if it has not within ``write_timeout_s`` the connection is aborted (``peer_not_reading``);
@@ -27,8 +28,10 @@ Every close for one of these reasons is reported to the ``ConnectionTracker`` (m
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from twisted.web.http import HTTPChannel
 
@@ -47,7 +50,7 @@ _REASON_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too 
 class EdgeLimits:
     """Per-connection limits of the HTTP edge (``HTTP_*`` settings)."""
 
-    max_pipelined: int = 8
+    max_pipelined: int = 1
     write_buffer_bytes: int = 64 * 1024
     write_timeout_s: float = 30.0
     header_timeout_s: float = 10.0
@@ -61,23 +64,61 @@ def error_response(status: int, code: str, message: str, extra_headers: bytes = 
                 status, _REASON_PHRASES.get(status, b"Error"), len(body), extra_headers)) + body
 
 
+class PipelineScheduler:
+    """Resumes parked connections round robin, at most ``budget_s`` of work per reactor turn.
+
+    A connection that answered its burst of pipelined requests (or whose peer finally read) queues here
+    instead of carrying on at once; one timed call per turn resumes queued connections until the budget
+    is spent (at least one each turn), then yields to the reactor so it polls every socket again.
+    """
+
+    def __init__(self, clock: Any, budget_s: float = 0.005):
+        self._clock = clock
+        self._budget_s = budget_s
+        self._queue: deque[Any] = deque()
+        self._call: Any = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def defer(self, resume: Callable[[], None]) -> None:
+        """Run ``resume()`` in a later turn, after the connections queued before it."""
+        self._queue.append(resume)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._run)
+
+    def _run(self) -> None:
+        self._call = None
+        started = time.monotonic()
+        queue = self._queue
+        for _ in range(len(queue)):  # connections re-queued by this run wait for the next turn
+            queue.popleft()()
+            if time.monotonic() - started >= self._budget_s:
+                break
+        if queue and self._call is None:
+            self._call = self._clock.callLater(0, self._run)
+
+
 class EdgeChannel(HTTPChannel):
     """``HTTPChannel`` with bounded pipelining, write backpressure, a header deadline, JSON refusals and drain.
 
     ``clock`` provides ``seconds`` and ``callLater``; ``tracker`` (a ``ConnectionTracker``) is told when the
-    connection closes and why; ``peer`` is the client address the tracker counts it under.
+    connection closes and why; ``peer`` is the client address the tracker counts it under; ``scheduler``
+    (shared by the site's connections) resumes parked connections.
     """
 
-    def __init__(self, limits: EdgeLimits, clock: Any, tracker: Any, peer: str | None = None):
+    def __init__(self, limits: EdgeLimits, clock: Any, tracker: Any, peer: str | None = None,
+                 scheduler: PipelineScheduler | None = None):
         super().__init__()
         self._limits = limits
         self._clock = clock
         self._tracker = tracker
+        self._scheduler = scheduler if scheduler is not None else PipelineScheduler(clock)
         self.peer = peer
         self.close_reason: str | None = None
         self._answered_in_burst = 0
         self._parked = False  # a request is done but the next is not parsed yet (see _park)
-        self._resume_call: Any = None
+        self._resume_queued = False
         self._write_deadline: Any = None
         self._header_deadline: Any = None
         self._headers_began_at: float | None = None
@@ -86,6 +127,7 @@ class EdgeChannel(HTTPChannel):
         self._draining = False
         self._close_when_idle = False
         self._refused = False
+        self._lost = False
 
     # --- connection ---------------------------------------------------------------------------------
 
@@ -98,10 +140,11 @@ class EdgeChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         """Cancel our timers, then let Twisted fail the requests still in progress; tell the tracker."""
-        for call in (self._resume_call, self._write_deadline, self._header_deadline):
+        self._lost = True
+        for call in (self._write_deadline, self._header_deadline):
             if call is not None and call.active():
                 call.cancel()
-        self._resume_call = self._write_deadline = self._header_deadline = None
+        self._write_deadline = self._header_deadline = None
         super().connectionLost(reason)
         self._tracker.closed(self)
 
@@ -233,11 +276,16 @@ class EdgeChannel(HTTPChannel):
         self._parked = True
         self._networkProducer.pauseProducing()
         if not self._waitingForTransport:  # only the burst bound: give the other connections a turn
-            self._resume_call = self._clock.callLater(0, self._unpark)
+            self._queue_resume()
+
+    def _queue_resume(self) -> None:
+        if not self._resume_queued:
+            self._resume_queued = True
+            self._scheduler.defer(self._unpark)
 
     def _unpark(self) -> None:
-        self._resume_call = None
-        if not self._parked or self._waitingForTransport or self.transport is None or self.transport.disconnecting:
+        self._resume_queued = False
+        if not self._parked or self._waitingForTransport or self._lost or self.transport.disconnecting:
             return
         self._parked = False
         self._answered_in_burst = 0
@@ -250,7 +298,7 @@ class EdgeChannel(HTTPChannel):
         self._after_request()
 
     def _after_request(self) -> None:
-        if self.transport is None or self.transport.disconnecting:
+        if self._lost or self.transport.disconnecting:
             return
         if self._close_when_idle and self.idle:
             self._close(DRAIN_IDLE)
@@ -270,8 +318,8 @@ class EdgeChannel(HTTPChannel):
                 self._write_deadline.cancel()
             self._write_deadline = None
         super().resumeProducing()
-        if self._parked and self._resume_call is None:
-            self._unpark()
+        if self._parked:
+            self._queue_resume()
 
     def _peer_not_reading(self) -> None:
         self._write_deadline = None

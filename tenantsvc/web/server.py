@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
-from tenantsvc.web.channel import EdgeChannel, EdgeLimits
+from tenantsvc.web.channel import EdgeChannel, EdgeLimits, PipelineScheduler
 from tenantsvc.web.connections import ConnectionTracker, RefuseOverCap
 from tenantsvc.web.health import Readiness
 from tenantsvc.web.root import RootResource
@@ -42,6 +42,7 @@ class EdgeSite(QuietSite):
         super().__init__(resource, reactor=reactor)
         self.limits = limits
         self.tracker = tracker
+        self.scheduler = PipelineScheduler(reactor)
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
         """An ``EdgeChannel`` for a client within the cap, else a protocol that answers 429 and closes."""
@@ -50,7 +51,7 @@ class EdgeSite(QuietSite):
             refusal = RefuseOverCap()
             refusal.factory = self
             return refusal
-        channel = EdgeChannel(self.limits, self.reactor, self.tracker, peer)
+        channel = EdgeChannel(self.limits, self.reactor, self.tracker, peer, self.scheduler)
         channel.factory = self
         channel.callLater = self.reactor.callLater
         channel.timeOut = self.timeOut
