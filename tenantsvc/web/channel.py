@@ -256,13 +256,16 @@ class EdgeChannel(HTTPChannel):
     # --- answering: bounded bursts and write backpressure ---------------------------------------------
 
     def requestDone(self, request: Any) -> None:
-        """The head request is answered: go on with the next one, or park (burst bound, write buffer full)."""
+        """The head request is answered: go on with the next one, or park (write buffer full, or the burst
+        bound reached with another request already received). A keep-alive connection with nothing pipelined
+        takes Twisted's path unchanged."""
         self._answered_in_burst += 1
         self._awaiting_headers = True
         self._head_lines = 0
         self._headers_began_at = None
-        if self.persistent and request is self.requests[0] and (
-                self._waitingForTransport or self._answered_in_burst >= self._limits.max_pipelined):
+        pipelined = bool(self._buffer or self._dataBuffer)  # bytes of a next request already here
+        if self.persistent and request is self.requests[0] and (self._waitingForTransport or (
+                pipelined and self._answered_in_burst >= self._limits.max_pipelined)):
             self._park()
             return
         super().requestDone(request)
