@@ -32,9 +32,8 @@ latencies are noisy, compare the same run's figures. Prints a report; writes
 from __future__ import annotations
 
 import argparse
-import http.client
 import re
-import socket
+import socket  # noqa: F401 (socket options)
 import statistics
 import sys
 import threading
@@ -47,6 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from theme_bench import (  # noqa: E402
     REPO, BenchError, Children, Server, ensure_wrk, metric_delta, mib, peak_rss_kib, proc_status_kib,
     reset_peak_rss, run_guarded, scrape_metrics, start_tenantsvc, stop_tenantsvc, write_results,
+)
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from tests.support.hostile_clients import (  # noqa: E402
+    KeepAliveClient, ReadinessWatcher, answer_to, connect, healthz_ms, peer_closed, pipelined_gets,
 )
 
 SCENARIOS = ("pipelining", "slowloris", "cap", "oversized", "drain")
@@ -66,25 +71,6 @@ def start(children: Children, args: argparse.Namespace, workdir: Path, name: str
     return start_tenantsvc(children, sys.executable, workdir / name, [], env_extra=extra, wait_for="readyz")
 
 
-def connect(port: int, timeout_s: float = 5.0) -> socket.socket:
-    """A new loopback connection to ``port``."""
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
-
-
-def peer_closed(sock: socket.socket) -> bool:
-    """True when the server has closed ``sock`` (EOF or reset), without blocking; unread data is discarded."""
-    sock.setblocking(False)
-    try:
-        while True:
-            data = sock.recv(1 << 20)
-            if not data:
-                return True
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
 class HealthProbe(threading.Thread):
     """``GET /healthz`` on a new connection every ``interval_s``; records latency or failure."""
 
@@ -98,18 +84,11 @@ class HealthProbe(threading.Thread):
     def run(self) -> None:
         """Probe until stopped."""
         while not self._stop_event.is_set():
-            began = time.monotonic()
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=PROBE_TIMEOUT_S)
-                connection.request("GET", "/healthz")
-                ok = connection.getresponse().status == 200
-                connection.close()
-            except OSError:
-                ok = False
-            if ok:
-                self.latencies_ms.append((time.monotonic() - began) * 1000)
-            else:
+            latency = healthz_ms(self._port, PROBE_TIMEOUT_S)
+            if latency is None:
                 self.failures += 1
+            else:
+                self.latencies_ms.append(latency)
             self._stop_event.wait(self._interval_s)
 
     def stop(self) -> dict[str, Any]:
@@ -148,7 +127,7 @@ def pipelining(args: argparse.Namespace, children: Children, workdir: Path) -> d
     time.sleep(1.0)
     rss_before = proc_status_kib(pid, "VmRSS")
     reset_peak_rss(pid)
-    payload = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n" * args.pipelined
+    payload = pipelined_gets("/metrics", args.pipelined)
     attackers = []
     for _ in range(args.connections):
         sock = connect(server.port)
@@ -249,24 +228,8 @@ def cap(args: argparse.Namespace, children: Children, workdir: Path) -> dict[str
             "accepted": len(sockets) - refused, "closes": closes(before, after)}
 
 
-def answer_to(port: int, request: bytes) -> str:
-    """The status line and body the server answered ``request`` with, or how it closed."""
-    with connect(port) as sock:
-        try:
-            sock.sendall(request)
-        except OSError as error:
-            return f"send failed: {error.__class__.__name__}"
-        chunks = []
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-        except OSError as error:
-            if not chunks:
-                return f"closed without an answer ({error.__class__.__name__})"
-    raw = b"".join(chunks)
+def first_line_and_body(raw: bytes) -> str:
+    """An answer's status line and the start of its body, or that there was none."""
     if not raw:
         return "closed without an answer"
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -283,69 +246,10 @@ def oversized(args: argparse.Namespace, children: Children, workdir: Path) -> di
         + b"".join(b"X-H%03d: %s\r\n" % (i, b"b" * 90) for i in range(170)) + b"\r\n",
         "request line 17 KiB": b"GET /healthz?" + b"q" * 17408 + b" HTTP/1.1\r\nHost: b\r\n\r\n",
     }
-    answers = {name: answer_to(server.port, request) for name, request in cases.items()}
+    answers = {name: first_line_and_body(answer_to(server.port, request)) for name, request in cases.items()}
     after = safe_scrape(server.port)
     stop_tenantsvc(children, server)
     return {"answers": answers, "closes": closes(before, after)}
-
-
-class KeepAliveClient(threading.Thread):
-    """Requests back to back on one keep-alive connection, reconnecting when the server closes it.
-
-    Outcomes: ``ok`` (a full 200), ``refused`` (a NEW connection refused: the listener is closed, which is
-    clean), ``cut`` (reset, or disconnected with a request outstanding: a client-visible failure).
-    """
-
-    def __init__(self, port: int, stop: threading.Event):
-        super().__init__(daemon=True)
-        self._port, self._stop_event = port, stop
-        self.outcomes = {"ok": 0, "refused": 0, "cut": 0, "reconnects": 0}
-        self.cuts: list[str] = []
-
-    def run(self) -> None:
-        """Loop until stopped or refused."""
-        connection: http.client.HTTPConnection | None = None
-        while not self._stop_event.is_set():
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=10)
-                try:
-                    connection.connect()
-                except ConnectionRefusedError:
-                    self.outcomes["refused"] += 1
-                    return
-                self.outcomes["reconnects"] += 1
-            try:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                self.outcomes["ok" if response.status == 200 else "cut"] += 1
-                if response.will_close:  # the server said Connection: close: open a new one next time
-                    connection.close()
-                    connection = None
-            except (OSError, http.client.HTTPException) as error:
-                self.outcomes["cut"] += 1
-                self.cuts.append(error.__class__.__name__)
-                connection.close()
-                connection = None
-
-
-def readyz_sequence(port: int, stop: threading.Event, seen: list[tuple[float, str]]) -> None:
-    """``/readyz`` on a new connection every 50 ms: record each change of answer (200, 503, refused, reset)."""
-    while not stop.is_set():
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/readyz")
-            state = str(connection.getresponse().status)
-            connection.close()
-        except ConnectionRefusedError:
-            state = "refused"
-        except (OSError, http.client.HTTPException) as error:
-            state = f"error:{error.__class__.__name__}"
-        if not seen or seen[-1][1] != state:
-            seen.append((time.monotonic(), state))
-        if state == "refused":
-            return
-        time.sleep(0.05)
 
 
 _WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
@@ -361,11 +265,9 @@ def drain(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
                               cwd=workdir, env={"PATH": "/usr/bin:/bin"}, stdout=wrk_out, stderr=wrk_out)
     stop = threading.Event()
     clients = [KeepAliveClient(server.port, stop) for _ in range(args.keepalive_clients)]
-    for client in clients:
-        client.start()
-    seen: list[tuple[float, str]] = []
-    poller = threading.Thread(target=readyz_sequence, args=(server.port, stop, seen), daemon=True)
-    poller.start()
+    poller = ReadinessWatcher(server.port, stop)
+    for thread in (*clients, poller):
+        thread.start()
     time.sleep(2.0)
     sigterm_at = time.monotonic()
     server.proc.send_signal(15)
@@ -384,11 +286,11 @@ def drain(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
         children.stop(wrk_proc)
     text = wrk_out.read_text(errors="replace")
     errors = _WRK_ERRORS.search(text)
-    totals = {key: sum(client.outcomes[key] for client in clients) for key in ("ok", "refused", "cut", "reconnects")}
+    totals = {key: sum(client.outcomes[key] for client in clients) for key in ("ok", "refused", "cut", "closes_announced")}
     children.stop(server.proc)
     return {
         "prestop_s": args.prestop, "exit_code": code, "exited_after_sigterm_s": round(exited_after, 2),
-        "readyz": [(round(at - sigterm_at, 2), state) for at, state in seen],
+        "readyz": [(round(at - sigterm_at, 2), state) for at, state in poller.changes],
         "keepalive_clients": args.keepalive_clients, "client_outcomes": totals,
         "client_cuts": sorted({name for client in clients for name in client.cuts}),
         "wrk_socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups())))

@@ -42,6 +42,8 @@ from tenantsvc.web.errors import json_bytes
 (HEADER_DEADLINE, CONNECTION_CAP, PEER_NOT_READING, HEADER_TOO_LARGE, BAD_REQUEST, DRAIN_IDLE,
  DRAIN_TIMEOUT) = CONNECTION_CLOSE_REASONS
 
+# Once the listener is closed, a connection accepted just before that has this long to send its first request.
+FIRST_REQUEST_GRACE_S = 1.0
 _REASON_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
                    429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
 
@@ -128,6 +130,7 @@ class EdgeChannel(HTTPChannel):
         self._close_when_idle = False
         self._refused = False
         self._lost = False
+        self._served = 0  # requests answered on this connection
 
     # --- connection ---------------------------------------------------------------------------------
 
@@ -260,6 +263,7 @@ class EdgeChannel(HTTPChannel):
         bound reached with another request already received). A keep-alive connection with nothing pipelined
         takes Twisted's path unchanged."""
         self._answered_in_burst += 1
+        self._served += 1
         self._awaiting_headers = True
         self._head_lines = 0
         self._headers_began_at = None
@@ -345,9 +349,22 @@ class EdgeChannel(HTTPChannel):
                 self.persistent = False
 
     def close_when_idle(self) -> None:
-        """Close now if idle, else as soon as the connection becomes idle (the listener is closed)."""
+        """Close now if idle, else as soon as the connection becomes idle (the listener is closed).
+
+        A connection that has not sent its first request yet was just accepted: its client is about to
+        send it, and closing now would cut that request. It gets ``FIRST_REQUEST_GRACE_S`` to send it (it is
+        then answered with ``Connection: close``); still silent after that, it is closed.
+        """
         self._close_when_idle = True
-        if self.idle and self.transport is not None and not self.transport.disconnecting:
+        if not self.idle or self._lost or self.transport.disconnecting:
+            return
+        if self._served:
+            self._close(DRAIN_IDLE)
+        else:
+            self._clock.callLater(FIRST_REQUEST_GRACE_S, self._close_if_still_silent)
+
+    def _close_if_still_silent(self) -> None:
+        if self.idle and not self._served and not self._lost and not self.transport.disconnecting:
             self._close(DRAIN_IDLE)
 
     def abort_for_drain(self) -> None:

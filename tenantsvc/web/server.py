@@ -134,6 +134,7 @@ class WebService(Service):
             log_message("tenantsvc:web:prestop", delay_s=self._prestop_delay_s)
             await _sleep(self._reactor, self._prestop_delay_s)
         if self.port is not None:
+            _accept_pending(self.port)
             await maybeDeferred(self.port.stopListening)  # IListeningPort may return None
         if tracker is not None:
             tracker.close_idle()
@@ -148,6 +149,15 @@ class WebService(Service):
         aborted = tracker.abort_all() if tracker is not None else 0
         log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=round(waited, 3),
                     aborted_connections=aborted)
+
+
+def _accept_pending(port: Any) -> None:
+    """Accept the connections the kernel has queued on ``port`` before it is closed: closing a listening
+    socket resets the connections still in its backlog, which their clients see as a reset, not a refusal.
+    Accepted, they are served (with ``Connection: close``)."""
+    accept = getattr(port, "doRead", None)
+    if callable(accept) and getattr(port, "connected", False):
+        accept()
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred:

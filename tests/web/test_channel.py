@@ -304,6 +304,7 @@ def test_a_response_already_started_keeps_the_connection_so_the_next_request_is_
 def test_once_the_listener_is_closed_idle_connections_close_and_busy_ones_close_when_idle():
     edge = Edge()
     (idle, idle_transport), (busy, busy_transport) = edge.connect(), edge.connect("10.0.0.2")
+    idle.dataReceived(get())
     busy.dataReceived(get("/slow"))
     edge.tracker.start_draining()
     edge.tracker.close_idle()
@@ -312,6 +313,18 @@ def test_once_the_listener_is_closed_idle_connections_close_and_busy_ones_close_
     assert busy_transport.disconnecting
     lose(idle, idle_transport)
     assert edge.closed == ["drain_idle"]
+
+
+def test_a_connection_accepted_just_before_the_listener_closed_may_still_send_its_first_request():
+    edge = Edge()
+    (early, early_transport), (silent, silent_transport) = edge.connect(), edge.connect("10.0.0.2")
+    edge.tracker.start_draining()
+    edge.tracker.close_idle()
+    assert not early_transport.disconnecting and not silent_transport.disconnecting
+    early.dataReceived(get())  # its request was on the way: answered, with Connection: close
+    assert responses(early_transport) == [b"HTTP/1.1 200 OK"] and b"Connection: close" in early_transport.value()
+    edge.clock.advance(1.0)
+    assert silent_transport.disconnecting and responses(silent_transport) == []
 
 
 def test_connections_still_open_at_the_drain_timeout_are_aborted_and_counted():
