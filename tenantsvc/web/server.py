@@ -24,6 +24,7 @@ from tenantsvc.web.health import Readiness
 from tenantsvc.web.root import RootResource
 
 DRAIN_POLL_S = 0.05
+ACCEPT_ALL_AT_CLOSE = 4096  # at least the kernel's default somaxconn
 WARM_UP_GRACE_S = 10.0
 
 
@@ -134,7 +135,7 @@ class WebService(Service):
             log_message("tenantsvc:web:prestop", delay_s=self._prestop_delay_s)
             await _sleep(self._reactor, self._prestop_delay_s)
         if self.port is not None:
-            _accept_pending(self.port)
+            _accept_pending_when_closing(self.port)
             await maybeDeferred(self.port.stopListening)  # IListeningPort may return None
         if tracker is not None:
             tracker.close_idle()
@@ -151,13 +152,27 @@ class WebService(Service):
                     aborted_connections=aborted)
 
 
-def _accept_pending(port: Any) -> None:
-    """Accept the connections the kernel has queued on ``port`` before it is closed: closing a listening
-    socket resets the connections still in its backlog, which their clients see as a reset, not a refusal.
-    Accepted, they are served (with ``Connection: close``)."""
-    accept = getattr(port, "doRead", None)
-    if callable(accept) and getattr(port, "connected", False):
-        accept()
+def _accept_pending_when_closing(port: Any) -> None:
+    """Make ``port`` accept what the kernel has queued right before its socket closes.
+
+    Closing a listening socket resets the connections still in its backlog, which their clients see as a
+    reset rather than a refusal; Twisted's ``stopListening`` stops reading at once but closes the socket a
+    reactor turn later, so connections arriving in between would be reset. Accepted in the same step as
+    the close, they are served (with ``Connection: close``); later ones are refused by the kernel.
+    """
+    accept, close = getattr(port, "doRead", None), getattr(port, "connectionLost", None)
+    if not (callable(accept) and callable(close)):
+        return
+
+    def accept_then_close(reason: Any) -> None:
+        if getattr(port, "connected", False):
+            # Twisted's Port accepts at most ``numberAccepts`` per call, which it shrinks to what the last
+            # call found; the accept loop itself stops when the queue is empty.
+            port.numberAccepts = max(getattr(port, "numberAccepts", 0), ACCEPT_ALL_AT_CLOSE)
+            accept()
+        close(reason)
+
+    port.connectionLost = accept_then_close
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred:
