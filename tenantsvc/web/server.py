@@ -2,7 +2,8 @@
 
 The drain, as Kubernetes and Fly expect it: readiness is already 503 (``before_stop``); every connection
 answers ``Connection: close`` from now on; the listener stays open for ``prestop_delay_s`` so the load
-balancer sees the 503 and stops routing new connections here; then it closes, idle keep-alive connections
+balancer sees the 503 and stops routing new connections here; then it closes without resetting anyone
+(``web.listener``: new handshakes refused, the accept queue drained at the close), idle keep-alive connections
 are closed, and the others close after their current response, within ``drain_timeout_s`` (after which
 what is left is aborted).
 """
@@ -21,10 +22,10 @@ from twisted.web.server import Site
 from tenantsvc.web.channel import EdgeChannel, EdgeLimits, PipelineScheduler
 from tenantsvc.web.connections import ConnectionTracker, RefuseOverCap
 from tenantsvc.web.health import Readiness
+from tenantsvc.web.listener import HANDSHAKE_GRACE_S, accept_pending_when_closing, refuse_new_handshakes
 from tenantsvc.web.root import RootResource
 
 DRAIN_POLL_S = 0.05
-ACCEPT_ALL_AT_CLOSE = 4096  # at least the kernel's default somaxconn
 WARM_UP_GRACE_S = 10.0
 
 
@@ -135,7 +136,9 @@ class WebService(Service):
             log_message("tenantsvc:web:prestop", delay_s=self._prestop_delay_s)
             await _sleep(self._reactor, self._prestop_delay_s)
         if self.port is not None:
-            _accept_pending_when_closing(self.port)
+            if refuse_new_handshakes(self.port):
+                await _sleep(self._reactor, HANDSHAKE_GRACE_S)
+            accept_pending_when_closing(self.port)
             await maybeDeferred(self.port.stopListening)  # IListeningPort may return None
         if tracker is not None:
             tracker.close_idle()
@@ -150,29 +153,6 @@ class WebService(Service):
         aborted = tracker.abort_all() if tracker is not None else 0
         log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=round(waited, 3),
                     aborted_connections=aborted)
-
-
-def _accept_pending_when_closing(port: Any) -> None:
-    """Make ``port`` accept what the kernel has queued right before its socket closes.
-
-    Closing a listening socket resets the connections still in its backlog, which their clients see as a
-    reset rather than a refusal; Twisted's ``stopListening`` stops reading at once but closes the socket a
-    reactor turn later, so connections arriving in between would be reset. Accepted in the same step as
-    the close, they are served (with ``Connection: close``); later ones are refused by the kernel.
-    """
-    accept, close = getattr(port, "doRead", None), getattr(port, "connectionLost", None)
-    if not (callable(accept) and callable(close)):
-        return
-
-    def accept_then_close(reason: Any) -> None:
-        if getattr(port, "connected", False):
-            # Twisted's Port accepts at most ``numberAccepts`` per call, which it shrinks to what the last
-            # call found; the accept loop itself stops when the queue is empty.
-            port.numberAccepts = max(getattr(port, "numberAccepts", 0), ACCEPT_ALL_AT_CLOSE)
-            accept()
-        close(reason)
-
-    port.connectionLost = accept_then_close
 
 
 def _sleep(clock: Any, seconds: float) -> Deferred:

@@ -121,7 +121,8 @@ def test_sigterm_drain_shows_503_then_refuses_and_no_keep_alive_request_is_cut(s
     watcher = ReadinessWatcher(service.port, stop)
     for thread in (*clients, watcher):
         thread.start()
-    wait_until(lambda: all(client.outcomes["ok"] > 0 for client in clients), "every client to be served", 10)
+    wait_until(lambda: all(client.outcomes["ok"] > 0 for client in clients) and watcher.sequence == ["200"],
+               "every client served and /readyz seen at 200", 10)
     sigterm_at = time.monotonic()
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=20) == 0, service.stderr()
