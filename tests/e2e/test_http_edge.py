@@ -139,3 +139,12 @@ def test_sigterm_drain_shows_503_then_refuses_and_no_keep_alive_request_is_cut(s
         assert client.outcomes["closes_announced"] >= 1  # the drain told it to close
     drained = [m for m in service.messages() if m.get("message_type") == "tenantsvc:web:drained"]
     assert drained and drained[0]["aborted_connections"] == 0
+
+
+def test_a_bad_edge_setting_stops_start_up_with_one_clear_line(tmp_path):
+    from tests.e2e.twistd_process import run_twistd
+
+    result = run_twistd(["-n", "--pidfile=", "tenantsvc", *LISTEN], service_env(HTTP_HEADER_TIMEOUT="soon"),
+                        tmp_path)
+    assert result.returncode == 2
+    assert "configuration error: HTTP_HEADER_TIMEOUT must be a number of seconds" in result.stderr
