@@ -123,9 +123,7 @@ class EdgeChannel(HTTPChannel):
         self._resume_queued = False
         self._write_deadline: Any = None
         self._header_deadline: Any = None
-        self._headers_began_at: float | None = None
         self._awaiting_headers = True  # between requests, or while a request's head is arriving
-        self._head_lines = 0  # lines of the current request's head received so far
         self._draining = False
         self._close_when_idle = False
         self._refused = False
@@ -167,43 +165,34 @@ class EdgeChannel(HTTPChannel):
     # --- reading and parsing ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Bytes from the peer: note when a request's head began, parse, then (re)arm the header deadline."""
+        """Bytes from the peer: parse, then arm the header deadline if a request's head is now incomplete.
+
+        The deadline counts from the read that brought the head's first byte: a read that holds whole
+        requests (the usual case) arms nothing.
+        """
         self._answered_in_burst = 0
-        if self._awaiting_headers and self._headers_began_at is None and not self._handlingRequest:
-            self._headers_began_at = self._clock.seconds()
         super().dataReceived(data)
-        self._arm_header_deadline()
-
-    def lineReceived(self, line: bytes) -> None:
-        """A request or header line: 431 before Twisted's bare 400 when the head grows over its limit."""
-        if self._refused:
-            return
-        if self._awaiting_headers:
-            if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-                self._refuse(431, HEADER_TOO_LARGE, "header_too_large",
-                             f"the request head exceeds {self.totalHeadersSize} bytes")
-                return
-            self._head_lines += 1
-        super().lineReceived(line)
-
-    def headerReceived(self, line: bytes) -> bool:
-        """One header: 431 when there would be more than ``maxHeaders``."""
-        if self._receivedHeaderCount >= self.maxHeaders:
-            self._refuse(431, HEADER_TOO_LARGE, "header_too_large", f"more than {self.maxHeaders} header fields")
-            return False
-        return super().headerReceived(line)
+        if self._header_deadline is None and self._awaiting_headers and (self._buffer or self.requests):
+            self._arm_header_deadline()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line over ``MAX_LENGTH``: 414 for the request line, 431 for a header line (Twisted just closed)."""
-        if self._head_lines == 0:
+        if not self.requests:  # no request line parsed yet: this is it
             self._refuse(414, HEADER_TOO_LARGE, "uri_too_long", f"the request line exceeds {self.MAX_LENGTH} bytes")
         else:
             self._refuse(431, HEADER_TOO_LARGE, "header_too_large",
                          f"a header line exceeds {self.MAX_LENGTH} bytes")
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - Twisted's name
-        """Twisted's answer to a malformed request, as the service's JSON 400."""
-        self._refuse(400, BAD_REQUEST, "bad_request", "malformed HTTP request")
+        """Twisted's answer to a malformed request: 431 JSON when the head grew over its limits (Twisted
+        counts them as it parses), else the service's JSON 400."""
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            self._refuse(431, HEADER_TOO_LARGE, "header_too_large",
+                         f"the request head exceeds {self.totalHeadersSize} bytes")
+        elif self._receivedHeaderCount > self.maxHeaders:
+            self._refuse(431, HEADER_TOO_LARGE, "header_too_large", f"more than {self.maxHeaders} header fields")
+        else:
+            self._refuse(400, BAD_REQUEST, "bad_request", "malformed HTTP request")
 
     def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
         if self._refused:
@@ -217,9 +206,8 @@ class EdgeChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         """The head is complete: the header deadline no longer applies to this request."""
         self._awaiting_headers = False
-        self._head_lines = 0
-        self._headers_began_at = None
-        self._cancel_header_deadline()
+        if self._header_deadline is not None:
+            self._cancel_header_deadline()
         super().allHeadersReceived()
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
@@ -233,16 +221,12 @@ class EdgeChannel(HTTPChannel):
     # --- the header deadline ------------------------------------------------------------------------
 
     def _head_pending(self) -> bool:
-        return self._awaiting_headers and not self._handlingRequest and bool(self._head_lines or self._buffer)
+        return self._awaiting_headers and not self._handlingRequest and bool(self.requests or self._buffer)
 
     def _arm_header_deadline(self) -> None:
         if self._header_deadline is not None or self._refused or not self._head_pending():
             return
-        now = self._clock.seconds()
-        began = self._headers_began_at if self._headers_began_at is not None else now
-        self._headers_began_at = began
-        self._header_deadline = self._clock.callLater(max(0.0, began + self._limits.header_timeout_s - now),
-                                                      self._header_deadline_passed)
+        self._header_deadline = self._clock.callLater(self._limits.header_timeout_s, self._header_deadline_passed)
 
     def _cancel_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -265,15 +249,14 @@ class EdgeChannel(HTTPChannel):
         self._answered_in_burst += 1
         self._served += 1
         self._awaiting_headers = True
-        self._head_lines = 0
-        self._headers_began_at = None
-        pipelined = bool(self._buffer or self._dataBuffer)  # bytes of a next request already here
-        if self.persistent and request is self.requests[0] and (self._waitingForTransport or (
-                pipelined and self._answered_in_burst >= self._limits.max_pipelined)):
+        # Park when the write buffer is full, or when the burst is over and a next request is already here.
+        if self.persistent and (self._waitingForTransport or (
+                self._answered_in_burst >= self._limits.max_pipelined and (self._buffer or self._dataBuffer))) \
+                and request is self.requests[0]:
             self._park()
             return
         super().requestDone(request)
-        if self.persistent:
+        if self.persistent and self._close_when_idle:
             self._after_request()
 
     def _park(self) -> None:
@@ -305,12 +288,9 @@ class EdgeChannel(HTTPChannel):
         self._after_request()
 
     def _after_request(self) -> None:
-        if self._lost or self.transport.disconnecting:
-            return
-        if self._close_when_idle and self.idle:
+        # (A next request's head, if any, is parsed by dataReceived, which arms its deadline.)
+        if self._close_when_idle and not self._lost and not self.transport.disconnecting and self.idle:
             self._close(DRAIN_IDLE)
-            return
-        self._arm_header_deadline()
 
     def pauseProducing(self) -> None:
         """The transport's write buffer is over the limit: stop, and give the peer ``write_timeout_s`` to read."""
