@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import socket
 import statistics
 import sys
@@ -270,7 +271,7 @@ def drain(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
         thread.start()
     time.sleep(2.0)
     sigterm_at = time.monotonic()
-    server.proc.send_signal(15)
+    server.proc.send_signal(signal.SIGTERM)
     try:
         code = server.proc.wait(args.prestop + 20)
     except Exception:
