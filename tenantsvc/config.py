@@ -31,6 +31,8 @@ ENVIRONMENT_VARIABLES = (
     "REDIS_BREAKER_FAILURES", "REDIS_BREAKER_OPEN", "REDIS_BREAKER_OPEN_MAX",
     "REACTOR_LAG_READY_THRESHOLD", "REACTOR_LAG_READY_RECOVERY", "HEALTH_PROBE_CACHE_SECONDS", "OPS_LISTEN",
     "OPS_TOKEN",
+    "HTTP_MAX_PIPELINED", "HTTP_WRITE_BUFFER_LIMIT", "HTTP_WRITE_TIMEOUT", "HTTP_HEADER_TIMEOUT",
+    "HTTP_MAX_CONNECTIONS_PER_CLIENT", "DRAIN_PRESTOP_DELAY", "DRAIN_TIMEOUT",
 )
 WORKER_ROLES = ("worker_odds", "worker_settlement")
 # Bucket (core.rate_limits.BUCKET_NAMES) → its variable. RATE_LIMIT_<CLASS> is the tenant-wide ceiling of the
@@ -109,6 +111,14 @@ class Settings:
     health_probe_cache_s: float = 5.0
     ops_listen: str | None = None
     ops_token: str | None = field(default=None, repr=False)
+    # The HTTP edge (web.channel, web.connections) and the drain on SIGTERM (web.server).
+    http_max_pipelined: int = 1
+    http_write_buffer_bytes: int = 64 * 1024
+    http_write_timeout_s: float = 30.0
+    http_header_timeout_s: float = 10.0
+    http_max_connections_per_client: int = 256
+    drain_prestop_delay_s: float = 5.0
+    drain_timeout_s: float = 10.0
 
     @property
     def runs_feed_workers(self) -> bool:
@@ -239,6 +249,25 @@ def _reactor_lag(env: Mapping[str, str]) -> dict[str, float]:
     """``REACTOR_LAG_READY_*``: the lag that makes ``/readyz`` 503 and how long it must stay on time after."""
     return {"reactor_lag_ready_threshold_s": _seconds(env, "REACTOR_LAG_READY_THRESHOLD", 0.5, 0.05, 60.0),
             "reactor_lag_ready_recovery_s": _seconds(env, "REACTOR_LAG_READY_RECOVERY", 5.0, 0.0, 600.0)}
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 256
+
+
+def _http_edge(env: Mapping[str, str], trusted_proxy_header: str | None) -> dict[str, float]:
+    """``HTTP_*`` limits per connection and per client, and ``DRAIN_*`` (the SIGTERM drain).
+
+    The per-client connection cap counts socket peers; behind a proxy (``TRUSTED_PROXY_HEADER`` set) every
+    peer is the proxy, so the cap is off (0) unless ``HTTP_MAX_CONNECTIONS_PER_CLIENT`` says otherwise.
+    """
+    cap_default = 0 if trusted_proxy_header is not None else DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+    return {
+        "http_max_pipelined": _int(env, "HTTP_MAX_PIPELINED", 1, 1, 1000),
+        "http_write_buffer_bytes": _int(env, "HTTP_WRITE_BUFFER_LIMIT", 64 * 1024, 4096, 64 * 1024 * 1024),
+        "http_write_timeout_s": _seconds(env, "HTTP_WRITE_TIMEOUT", 30.0, 0.5, 3600.0),
+        "http_header_timeout_s": _seconds(env, "HTTP_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
+        "http_max_connections_per_client": _int(env, "HTTP_MAX_CONNECTIONS_PER_CLIENT", cap_default, 0, 1_000_000),
+        "drain_prestop_delay_s": _seconds(env, "DRAIN_PRESTOP_DELAY", 5.0, 0.0, 300.0),
+        "drain_timeout_s": _seconds(env, "DRAIN_TIMEOUT", 10.0, 0.0, 3600.0),
+    }
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
@@ -448,6 +477,7 @@ def load_settings(
         raise ConfigError("DATABASE_URL must be set when ENVIRONMENT=production (the SQLite default is for laptops)")
     goalserve_api_key = env.get("GOALSERVE_API_KEY") or None
     _feed_key_required(chosen_role, environment, demo, goalserve_api_key)
+    trusted_proxy_header = _trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER"))
     log_file = env.get("LOG_FILE") or None
     if log_file is None and environment == "production":
         log_file = os.path.join("var", "log", "tenantsvc.json")
@@ -483,7 +513,7 @@ def load_settings(
         pgbouncer_admin_url=_pgbouncer_admin_url(env.get("PGBOUNCER_ADMIN_URL")),
         rate_limits=_rate_limits(env),
         session_absolute_lifetime_s=_seconds(env, "SESSION_ABSOLUTE_LIFETIME", 7 * 86400.0, 60.0, 90 * 86400.0),
-        trusted_proxy_header=_trusted_proxy_header(env.get("TRUSTED_PROXY_HEADER")),
+        trusted_proxy_header=trusted_proxy_header,
         goalserve_timeout_s=_seconds(env, "GOALSERVE_TIMEOUT", 15.0, 0.5, 300.0),
         odds_sports=_odds_sports(env.get("ODDS_SPORTS"), demo),
         odds_poll_interval_s=_seconds(env, "ODDS_POLL_INTERVAL", 300.0, 10.0, 86400.0),
@@ -497,4 +527,5 @@ def load_settings(
         **_reactor_lag(env),
         health_probe_cache_s=_seconds(env, "HEALTH_PROBE_CACHE_SECONDS", 5.0, 0.0, 300.0),
         **_operations(env, ops_listen),
+        **_http_edge(env, trusted_proxy_header),
     )

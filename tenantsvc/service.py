@@ -350,7 +350,7 @@ def _root_and_site(components: Components, reactor: Any, operational: dict, publ
     """A root resource over these handlers (framing, metrics, logs as every listener has) and its Site."""
     from tenantsvc.web.request import TenantRequest
     from tenantsvc.web.root import RootResource
-    from tenantsvc.web.server import QuietSite
+    from tenantsvc.web.server import EdgeSite
 
     settings = components.settings
     root = RootResource(
@@ -359,10 +359,29 @@ def _root_and_site(components: Components, reactor: Any, operational: dict, publ
         access_log_sample_rate=settings.access_log_sample_rate,
         access_log_slow_s=settings.access_log_slow_threshold_ms / 1000,
     )
-    site = QuietSite(root, reactor=reactor)
+    site = EdgeSite(root, reactor=reactor, limits=edge_limits(settings),
+                    tracker=connection_tracker(settings, reactor, components.metrics))
     site.displayTracebacks = False
     site.requestFactory = _request_factory(settings.max_body_bytes, TenantRequest)
     return root, site
+
+
+def edge_limits(settings: Settings) -> Any:
+    """The per-connection limits of the HTTP edge from ``HTTP_*``."""
+    from tenantsvc.web.channel import EdgeLimits
+
+    return EdgeLimits(max_pipelined=settings.http_max_pipelined, write_buffer_bytes=settings.http_write_buffer_bytes,
+                      write_timeout_s=settings.http_write_timeout_s, header_timeout_s=settings.http_header_timeout_s)
+
+
+def connection_tracker(settings: Settings, reactor: Any, metrics: Metrics) -> Any:
+    """The process's open connections: the per-client cap, the drain, and their metrics."""
+    from tenantsvc.web.connections import ConnectionTracker
+
+    tracker = ConnectionTracker(reactor, max_per_client=settings.http_max_connections_per_client,
+                                on_closed=metrics.record_connection_closed)
+    metrics.watch_connections(lambda: tracker.open_count)
+    return tracker
 
 
 def _request_factory(max_body_bytes: int, base: type) -> type:
@@ -420,7 +439,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
                    readiness=components.readiness, name="ops", marks_ready=False,
                    what="the operations listener (--ops-listen/OPS_LISTEN)").setServiceParent(top)
     WebService(reactor=reactor, listen=settings.listen, site=components.site, root=components.root,
-               readiness=components.readiness, warmed=warmed).setServiceParent(top)
+               readiness=components.readiness, warmed=warmed, drain_timeout_s=settings.drain_timeout_s,
+               prestop_delay_s=settings.drain_prestop_delay_s).setServiceParent(top)
     if settings.serves_web:
         LoopingWorker("theme_warmer", components.themes.warm, clock=reactor, interval_s=settings.theme_warm_interval_s,
                       metrics=components.metrics, run_now=False).setServiceParent(top)

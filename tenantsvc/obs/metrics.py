@@ -38,6 +38,10 @@ DB_BUCKETS = LATENCY_BUCKETS
 HASHING_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # argon2id: ~50 ms each
 # ``route_class`` of http_requests_total / http_request_duration_seconds (request_counters.ROUTE_CLASSES):
 # one class per route (method and template), so the label adds no series.
+# Why the server closed (or refused) an HTTP connection: the reason label of http_connections_closed_total
+# (set by web.channel and web.connections).
+CONNECTION_CLOSE_REASONS = ("header_deadline", "connection_cap", "peer_not_reading", "header_too_large",
+                            "bad_request", "drain_idle", "drain_timeout")
 FEED_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)  # a feed poll: fetch, parse, save
 
 
@@ -386,6 +390,7 @@ class Metrics:
         )
         self._add_operations_kit_metrics(registry)
         self._add_health_probe_metrics(registry)
+        self._add_http_edge_metrics(registry)
         self._interaction_names: set[str] = set()
 
     # --- issue 13: the operations kit (peaks, workers from start-up, password hashing) -------------------
@@ -434,6 +439,34 @@ class Metrics:
         )
         for op in ("hash", "verify"):
             self.hashing_duration.labels(op)
+
+    # --- issue 11: the HTTP edge (connections) -------------------------------------------------------
+
+    def _add_http_edge_metrics(self, registry: CollectorRegistry) -> None:
+        """Open connections and the connections we closed, by reason (``web.channel.CLOSE_REASONS``)."""
+        self.http_connections_open = Gauge(
+            "http_connections_open", "HTTP connections open now, on every listener.", registry=registry,
+        )
+        self._connection_counts: list[Callable[[], int]] = []
+        self.http_connections_closed = Counter(
+            "http_connections_closed",
+            "HTTP connections the server closed or refused, by reason: header_deadline (request head not "
+            "complete in HTTP_HEADER_TIMEOUT), connection_cap (over HTTP_MAX_CONNECTIONS_PER_CLIENT), "
+            "peer_not_reading (write buffer not drained in HTTP_WRITE_TIMEOUT), header_too_large (414/431), "
+            "bad_request (400), drain_idle (idle keep-alive closed by the SIGTERM drain), drain_timeout "
+            "(still open when DRAIN_TIMEOUT passed).", ["reason"], registry=registry,
+        )
+        zero(self.http_connections_closed, [(reason,) for reason in CONNECTION_CLOSE_REASONS])
+
+    def watch_connections(self, open_count: Callable[[], int]) -> None:
+        """Add ``open_count()`` to ``http_connections_open`` at scrape time (one per listener, summed)."""
+        self._connection_counts.append(open_count)
+        counts = self._connection_counts
+        self.http_connections_open.set_function(lambda: sum(count() for count in counts))
+
+    def record_connection_closed(self, reason: str) -> None:
+        """Count one connection closed (or refused) by the server for ``reason``."""
+        self.http_connections_closed.labels(reason).inc()
 
     def watch_pool_peaks(self, peaks: Callable[[], object]) -> None:
         """Export the pool's peak gauges from ``peaks()`` (a ``PoolSnapshot`` of maxima) at scrape time."""

@@ -1,4 +1,12 @@
-"""The HTTP listener as a Service: listens on a Twisted endpoint string and drains on stop."""
+"""The HTTP listener as a Service: listens on a Twisted endpoint string and drains on stop.
+
+The drain, as Kubernetes and Fly expect it: readiness is already 503 (``before_stop``); every connection
+answers ``Connection: close`` from now on; the listener stays open for ``prestop_delay_s`` so the load
+balancer sees the 503 and stops routing new connections here; then it closes without resetting anyone
+(``web.listener``: new handshakes refused, the accept queue drained at the close), idle keep-alive connections
+are closed, and the others close after their current response, within ``drain_timeout_s`` (after which
+what is left is aborted).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,10 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
+from tenantsvc.web.channel import EdgeChannel, EdgeLimits, PipelineScheduler
+from tenantsvc.web.connections import ConnectionTracker, RefuseOverCap
 from tenantsvc.web.health import Readiness
+from tenantsvc.web.listener import HANDSHAKE_GRACE_S, accept_pending_when_closing, refuse_new_handshakes
 from tenantsvc.web.root import RootResource
 
 DRAIN_POLL_S = 0.05
@@ -24,6 +35,32 @@ class QuietSite(Site):
 
     def log(self, request: Any) -> None:
         """Access logging happens in ``RootResource`` (one eliot task per request)."""
+
+
+class EdgeSite(QuietSite):
+    """Our Site: every connection is an ``EdgeChannel`` (bounded work, header deadline, drain) counted by
+    ``tracker``, which also refuses connections over its per-client cap."""
+
+    def __init__(self, resource: Any, *, reactor: Any, limits: EdgeLimits, tracker: ConnectionTracker):
+        super().__init__(resource, reactor=reactor)
+        self.limits = limits
+        self.tracker = tracker
+        self.scheduler = PipelineScheduler(reactor)
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
+        """An ``EdgeChannel`` for a client within the cap, else a protocol that answers 429 and closes."""
+        peer = getattr(addr, "host", None)
+        if not self.tracker.admit(peer):
+            refusal = RefuseOverCap()
+            refusal.factory = self
+            return refusal
+        channel = EdgeChannel(self.limits, self.reactor, self.tracker, peer, self.scheduler)
+        channel.factory = self
+        channel.callLater = self.reactor.callLater
+        channel.timeOut = self.timeOut
+        channel.requestFactory = self.requestFactory
+        channel.site = self
+        return channel
 
 
 class WebService(Service):
@@ -43,8 +80,8 @@ class WebService(Service):
 
     def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
                  drain_timeout_s: float = 10.0, warmed: Deferred | None = None,
-                 warm_up_grace_s: float = WARM_UP_GRACE_S, name: str = "web", marks_ready: bool = True,
-                 what: str = "the main listener (--listen/PORT)"):
+                 warm_up_grace_s: float = WARM_UP_GRACE_S, prestop_delay_s: float = 0.0, name: str = "web",
+                 marks_ready: bool = True, what: str = "the main listener (--listen/PORT)"):
         self.name = name
         self._marks_ready = marks_ready
         self._what = what
@@ -54,6 +91,7 @@ class WebService(Service):
         self._root = root
         self._readiness = readiness
         self._drain_timeout_s = drain_timeout_s
+        self._prestop_delay_s = prestop_delay_s
         self._warmed = warmed
         self._warm_up_grace_s = warm_up_grace_s
         self._grace: Any = None
@@ -97,21 +135,39 @@ class WebService(Service):
         stop_with_exit_status(self._reactor, 1)
 
     def stopService(self) -> Deferred:
-        """Drain: readiness 503, close the listener, wait (bounded) for in-flight requests."""
+        """Drain: readiness 503, ``Connection: close`` everywhere, the pre-stop delay, close the listener,
+        then wait (bounded) for in-flight requests and open connections."""
         super().stopService()
         self._readiness.draining = True
         if self._grace is not None and self._grace.active():
             self._grace.cancel()
-        return ensureDeferred(self._drain())
+        tracker = getattr(self._site, "tracker", None)
+        if tracker is not None:
+            tracker.start_draining()
+        return ensureDeferred(self._drain(tracker))
 
-    async def _drain(self) -> None:
+    async def _drain(self, tracker: ConnectionTracker | None) -> None:
+        if self.port is not None and self._prestop_delay_s > 0:
+            log_message("tenantsvc:web:prestop", delay_s=self._prestop_delay_s)
+            await _sleep(self._reactor, self._prestop_delay_s)
         if self.port is not None:
+            if refuse_new_handshakes(self.port):
+                await _sleep(self._reactor, HANDSHAKE_GRACE_S)
+            accept_pending_when_closing(self.port)
             await maybeDeferred(self.port.stopListening)  # IListeningPort may return None
+        if tracker is not None:
+            tracker.close_idle()
+
+        def busy() -> bool:
+            return self._root.in_flight > 0 or (tracker is not None and tracker.open_count > 0)
+
         waited = 0.0
-        while self._root.in_flight > 0 and waited < self._drain_timeout_s:
+        while busy() and waited < self._drain_timeout_s:
             await _sleep(self._reactor, DRAIN_POLL_S)
             waited += DRAIN_POLL_S
-        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=waited, listener=self.name)
+        aborted = tracker.abort_all() if tracker is not None else 0
+        log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=round(waited, 3),
+                    aborted_connections=aborted, listener=self.name)
 
 
 def stop_with_exit_status(reactor: Any, status: int) -> None:

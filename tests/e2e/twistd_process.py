@@ -34,9 +34,12 @@ HTTP_TIMEOUT_S = 5.0
 
 
 def service_env(**overrides: str) -> dict[str, str]:
-    """A minimal environment for a tenantsvc process (plus ``overrides``)."""
+    """A minimal environment for a tenantsvc process (plus ``overrides``).
+
+    ``DRAIN_PRESTOP_DELAY`` is 0 (no load balancer to wait for) unless a test sets it.
+    """
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT),
-            "ADMIN_TOKEN": ADMIN_TOKEN, "LANG": "C.UTF-8", **overrides}
+            "ADMIN_TOKEN": ADMIN_TOKEN, "LANG": "C.UTF-8", "DRAIN_PRESTOP_DELAY": "0", **overrides}
 
 
 def run_twistd(args: list[str], env: Mapping[str, str], cwd: Path,
@@ -133,6 +136,11 @@ class TenantsvcProcess:
     def stderr(self) -> str:
         """Everything written to stderr so far."""
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def rss_kib(self) -> int:
+        """The process's resident memory now (``VmRSS``), in KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
     def terminate(self) -> int:
         """Send SIGTERM and wait (bounded) for the process to exit; return its exit status."""
