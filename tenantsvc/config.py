@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from tenantsvc import __version__
@@ -206,7 +206,7 @@ def _too_small(name: str) -> float:
     raise ConfigError(f"{name} must be at least 1ms")
 
 
-def _redis_breaker(env: Mapping[str, str]) -> dict[str, float]:
+def _redis_breaker(env: Mapping[str, str]) -> dict[str, Any]:
     """``REDIS_BREAKER_*``: failures in a row that open it, the first open period and its cap (>= the first)."""
     open_s = _seconds(env, "REDIS_BREAKER_OPEN", 1.0, 0.1, 300.0)
     open_max_s = _seconds(env, "REDIS_BREAKER_OPEN_MAX", max(5.0, open_s), 0.1, 3600.0)
@@ -233,7 +233,7 @@ def parse_listen_endpoint(name: str, raw: str) -> str:
     return raw
 
 
-def _operations(env: Mapping[str, str], ops_listen_option: str | None) -> dict[str, object]:
+def _operations(env: Mapping[str, str], ops_listen_option: str | None) -> dict[str, Any]:
     """``OPS_LISTEN`` (or ``--ops-listen``) and ``OPS_TOKEN``: the separate operations listener and its token."""
     raw = ops_listen_option.strip() if ops_listen_option else _raw(env, "OPS_LISTEN")
     name = "--ops-listen" if ops_listen_option else "OPS_LISTEN"
@@ -245,14 +245,14 @@ def _operations(env: Mapping[str, str], ops_listen_option: str | None) -> dict[s
     return {"ops_listen": ops_listen, "ops_token": ops_token}
 
 
-def _reactor_lag(env: Mapping[str, str]) -> dict[str, float]:
+def _reactor_lag(env: Mapping[str, str]) -> dict[str, Any]:
     """``REACTOR_LAG_READY_*``: the lag that makes ``/readyz`` 503 and how long it must stay on time after."""
     return {"reactor_lag_ready_threshold_s": _seconds(env, "REACTOR_LAG_READY_THRESHOLD", 0.5, 0.05, 60.0),
             "reactor_lag_ready_recovery_s": _seconds(env, "REACTOR_LAG_READY_RECOVERY", 5.0, 0.0, 600.0)}
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 256
 
 
-def _http_edge(env: Mapping[str, str], trusted_proxy_header: str | None) -> dict[str, float]:
+def _http_edge(env: Mapping[str, str], trusted_proxy_header: str | None) -> dict[str, Any]:
     """``HTTP_*`` limits per connection and per client, and ``DRAIN_*`` (the SIGTERM drain).
 
     The per-client connection cap counts socket peers; behind a proxy (``TRUSTED_PROXY_HEADER`` set) every

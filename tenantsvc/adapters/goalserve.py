@@ -169,8 +169,9 @@ class _LimitedBody(protocol.Protocol):
             self.finished.errback(reason)
 
     def _drop_connection(self, _: object) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport: Any = self.transport  # zope-declared ITransport: its methods type-check as unbound
+        if transport is not None:
+            transport.loseConnection()
 
 
 class _Deadline:
@@ -250,7 +251,8 @@ class GoalserveClient:
     async def _get(self, path: str, url: str) -> bytes:
         """One request and its whole body; non-200 raises FeedHttpError after reading the body."""
         started = self._clock.seconds()
-        response = await self._http.get(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        headers: dict[str | bytes, str | bytes] = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        response = await self._http.get(url, headers=headers,
                                         allow_redirects=False, unbuffered=True, reactor=self._clock)
         body = await self._read_body(path, response)
         if response.code != 200:
@@ -260,7 +262,7 @@ class GoalserveClient:
                             duration_ms=(self._clock.seconds() - started) * 1000.0)
         return body
 
-    async def _read_body(self, path: str, response: IResponse) -> bytes:
+    async def _read_body(self, path: str, response: Any) -> bytes:
         """The decoded body, refused with FeedMalformed past ``max_body_bytes``."""
         reader = _LimitedBody(path, self.max_body_bytes, response.length)
         response.deliverBody(reader)

@@ -58,7 +58,7 @@ def _verify(hasher: PasswordHasher, stored_hash: str, password: str) -> Verifica
 class PasswordHashing(Service):
     """argon2id hashing on its own thread pool; a Service so the pool starts and stops with the process."""
 
-    name = "password-hashing"
+    name = "password-hashing"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, reactor: Any, *, hasher: PasswordHasher | None = None, threads: int = DEFAULT_THREADS,
                  max_pending: int = DEFAULT_MAX_PENDING,

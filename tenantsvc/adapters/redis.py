@@ -218,7 +218,7 @@ class RedisClient(Service):
     connection that may never come.
     """
 
-    name = "redis"
+    name = "redis"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, target: RedisTarget, clock: Any, timeout_s: float = DEFAULT_TIMEOUT_S, poolsize: int = 4,
                  *, pool: Any = None):

@@ -24,7 +24,7 @@ TWISTED_LOG = MessageType(
 class LoggingService(Service):
     """Adds the eliot destination on start and removes it (flushing) on stop."""
 
-    name = "logging"
+    name = "logging"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, reactor: Any, log_file: str | None, stream: TextIO | None = None):
         self._reactor = reactor
@@ -41,7 +41,7 @@ class LoggingService(Service):
             self._opened = open(self._log_file, "a", encoding="utf-8")
             target: TextIO = self._opened
         else:
-            target = self._stream or sys.__stdout__  # twistd replaces sys.stdout with a log shim
+            target = self._stream or sys.__stdout__  # type: ignore[assignment]  # twistd replaces sys.stdout with a log shim
         self._writer = ThreadedWriter(FileDestination(file=target), self._reactor)
         self._writer.startService()
         super().startService()

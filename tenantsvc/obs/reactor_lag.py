@@ -54,7 +54,7 @@ class ReactorLagMonitor(Service):
     and the next tick is scheduled all the same.
     """
 
-    name = "reactor_lag"
+    name = "reactor_lag"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, clock: Any, registry: CollectorRegistry, *, threshold_s: float, recovery_s: float,
                  interval_s: float = TICK_S):

@@ -6,7 +6,7 @@ The probes that leave the process are cached (``services.probe_cache``): see ``H
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -27,10 +27,10 @@ class HealthReport:
     """
 
     def __init__(self, *, clock: Any, db: Database, version: str, role: str,
-                 redis_ping: Callable[[], Awaitable[float]] | None = None,
+                 redis_ping: Callable[[], Deferred | Coroutine[Any, Any, float]] | None = None,
                  breaker: Callable[[], dict[str, Any]] | None = None,
                  pgbouncer_pools: Callable[[], Deferred] | None = None,
-                 sessions_count: Callable[[], Awaitable[int]] | None = None,
+                 sessions_count: Callable[[], Deferred | Coroutine[Any, Any, int]] | None = None,
                  odds_feed: Callable[[], dict[str, dict[str, Any]]] | None = None,
                  redis_breaker: Callable[[], dict[str, Any]] | None = None,
                  probe_cache_s: float = 0.0, metrics: Any = None):
@@ -50,7 +50,7 @@ class HealthReport:
         self._probes = {name: self._cached_probe(name, entry, probe_cache_s, metrics)
                         for name, entry in probes.items() if entry is not None}
 
-    def _cached_probe(self, name: str, entry: Callable[[], Awaitable[dict[str, Any]]], max_age_s: float,
+    def _cached_probe(self, name: str, entry: Callable[[], Coroutine[Any, Any, dict[str, Any]]], max_age_s: float,
                       metrics: Any) -> CachedProbe:
         on_answer = None
         if metrics is not None:
@@ -92,8 +92,9 @@ class HealthReport:
         return _timed_entry("datastore", self._db.dialect.name, status, elapsed, error)
 
     async def _redis_entry(self) -> dict[str, Any]:
-        assert self._redis_ping is not None
-        status, elapsed, error = await self._timed(lambda: ensureDeferred(self._redis_ping()))
+        redis_ping = self._redis_ping
+        assert redis_ping is not None
+        status, elapsed, error = await self._timed(lambda: ensureDeferred(redis_ping()))
         return _timed_entry("datastore", "redis", "pass" if status == "pass" else "warn", elapsed, error)
 
     def _odds_feed_report(self, now: str) -> dict[str, Any]:

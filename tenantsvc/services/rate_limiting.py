@@ -233,7 +233,7 @@ def build_rate_limiters(clock: Any, metrics: Metrics | None, redis: RedisClient 
 def decision_series(with_redis: bool) -> list[tuple[str, str, str]]:
     """Every ``(endpoint_class, outcome, scope)`` this process can count: public has only its tenant
     level and is never decided by Redis; the other classes fail open only with Redis."""
-    series = []
+    series: list[tuple[str, str, str]] = []
     for endpoint_class in ENDPOINT_CLASSES:
         scopes = (TENANT,) if endpoint_class == PUBLIC else SCOPES
         outcomes = (ALLOWED, LIMITED) + ((FAIL_OPEN,) if with_redis and endpoint_class != PUBLIC else ())

@@ -85,7 +85,7 @@ class RedisBreaker(Service):
     It works from construction on; ``stopService`` cancels its timers and any probe in flight and stops probing.
     """
 
-    name = "redis_breaker"
+    name = "redis_breaker"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, clock: Any, metrics: Metrics, *, probe_timeout_s: float,
                  config: BreakerConfig | None = None, probe_interval_s: float = PROBE_INTERVAL_S):

@@ -109,6 +109,8 @@ class EdgeChannel(HTTPChannel):
     (shared by the site's connections) resumes parked connections.
     """
 
+    transport: Any  # a TCP transport (bufferSize, abortConnection): set by makeConnection before any callback
+
     def __init__(self, limits: EdgeLimits, clock: Any, tracker: Any, peer: str | None = None,
                  scheduler: PipelineScheduler | None = None):
         super().__init__()
@@ -139,7 +141,7 @@ class EdgeChannel(HTTPChannel):
             self.transport.bufferSize = self._limits.write_buffer_bytes
         self._tracker.opened(self)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         """Cancel our timers, then let Twisted fail the requests still in progress; tell the tracker."""
         self._lost = True
         for call in (self._write_deadline, self._header_deadline):

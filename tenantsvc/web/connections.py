@@ -107,6 +107,8 @@ class ConnectionTracker:
 class RefuseOverCap(Protocol):
     """What a connection over the per-client cap gets: a 429 JSON answer, then the connection closes."""
 
+    transport: Any  # set by makeConnection before connectionMade
+
     def connectionMade(self) -> None:
         """Answer and close (after the answer is written)."""
         self.transport.write(error_response(

@@ -30,7 +30,7 @@ class NotServedHere:
     def __init__(self, error: ApiError = NOT_SERVED) -> None:
         self._error = error
 
-    def getChildWithDefault(self, name: bytes, request: Any) -> IResource:
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:
         """Never called for a leaf; present for the interface."""
         return self
 

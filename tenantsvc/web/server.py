@@ -56,10 +56,10 @@ class EdgeSite(QuietSite):
             return refusal
         channel = EdgeChannel(self.limits, self.reactor, self.tracker, peer, self.scheduler)
         channel.factory = self
-        channel.callLater = self.reactor.callLater
-        channel.timeOut = self.timeOut
+        channel.callLater = self.reactor.callLater  # type: ignore[method-assign,assignment]  # as Site.buildProtocol
+        channel.timeOut = self.timeOut  # type: ignore[assignment]
         channel.requestFactory = self.requestFactory
-        channel.site = self
+        channel.site = self  # type: ignore[attr-defined]
         return channel
 
 
@@ -76,7 +76,7 @@ class WebService(Service):
     ``what`` names the listener in the start-up error when it cannot bind.
     """
 
-    name = "web"
+    name = "web"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
                  drain_timeout_s: float = 10.0, warmed: Deferred | None = None,
@@ -130,7 +130,7 @@ class WebService(Service):
         """Say which listener could not bind, on the real stderr and in the log, and stop with exit status 1."""
         error = failure.getErrorMessage()
         # twistd has replaced sys.stderr with a log file by now: the operator's terminal is sys.__stderr__.
-        sys.__stderr__.write(f"tenantsvc: cannot listen on {self._listen} for {self._what}: {error}\n")
+        (sys.__stderr__ or sys.stderr).write(f"tenantsvc: cannot listen on {self._listen} for {self._what}: {error}\n")
         log_message("tenantsvc:web:cannot_listen", listener=self.name, endpoint=self._listen, error=error)
         stop_with_exit_status(self._reactor, 1)
 
@@ -179,7 +179,7 @@ def stop_with_exit_status(reactor: Any, status: int) -> None:
 
     def exit_now() -> None:
         sys.stdout.flush()
-        sys.__stderr__.flush()
+        (sys.__stderr__ or sys.stderr).flush()
         os._exit(status)
 
     reactor.addSystemEventTrigger("after", "shutdown", exit_now)

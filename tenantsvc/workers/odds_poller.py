@@ -103,7 +103,7 @@ class OddsPoller(Service):
         metrics.worker_built(WORKER_NAME, built_at)
         zero(metrics.feed_errors, [(sport, kind) for sport in sports for kind in (*FEED_ERROR_KINDS, DB_UNAVAILABLE)])
         for sport, loop in self._loops.items():
-            metrics.watch_odds_age(sport, lambda loop=loop: self._clock.seconds() - loop.age_origin)
+            metrics.watch_odds_age(sport, lambda loop=loop: float(self._clock.seconds() - loop.age_origin))  # type: ignore[misc]
 
     def startService(self) -> None:
         """Schedule each sport's first run at its stagger offset (the first sport at offset 0)."""

@@ -166,7 +166,7 @@ class PostgresDialect:
             return True
         if connection is None:
             connection = getattr(getattr(error, "cursor", None), "connection", None)
-        if connection is not None and getattr(connection, "closed", 0):
+        if connection is not None and getattr(connection, "closed", False):
             return True
         if not code and isinstance(error, psycopg2.OperationalError):  # libpq: connect failed, socket broke
             return True

@@ -20,7 +20,7 @@ RETRY_CAP_S = 30.0
 class DatabaseService(Service):
     """Migrates the schema once the DB answers; ``when_ready()`` fires after that."""
 
-    name = "db"
+    name = "db"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
     def __init__(self, db: Database, clock: Any, random_fn: Callable[[], float] = random.random):
         self.db = db
