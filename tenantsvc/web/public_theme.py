@@ -13,7 +13,8 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import NOT_DONE_YET
 
 from tenantsvc.core.http_cache import not_modified
-from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicy, bucket_key
+from tenantsvc.core.rate_limits import RateLimitPolicy, bucket_key
+from tenantsvc.core.request_classes import PUBLIC
 from tenantsvc.core.token_bucket import Decision
 from tenantsvc.services.theme_cache import CSS, JSON, ThemeAnswer, ThemeCache
 from tenantsvc.services.rate_limiting import LocalRateLimiter
@@ -30,7 +31,6 @@ ROUTES = {
     b"load-theme": (JSON, "/<tenant>/api/public/load-theme", (CONTENT_TYPE, b"application/json")),
     b"theme.css": (CSS, "/<tenant>/api/public/theme.css", (CONTENT_TYPE, b"text/css; charset=utf-8")),
 }
-PUBLIC_ROUTE = "public"  # web.routing.PUBLIC, the route class (not imported from there: routing imports Klein)
 MAX_MEMOISED_HEADERS = 4096
 _CONTENT_LENGTHS: dict[int, bytes] = {}
 
@@ -91,7 +91,7 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
     def serve(request: Any, segments: list[bytes]) -> Any:
         kind, label, content_type = ROUTES[segments[3]]
         request.endpoint_label = label
-        request.request_class = PUBLIC_ROUTE
+        request.request_class = PUBLIC
         if request.method not in (b"GET", b"HEAD"):
             raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
         slug = segments[0].decode("ascii")

@@ -11,11 +11,10 @@ from eliot import write_failure
 from klein import Klein
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from tenantsvc.core.request_classes import PUBLIC, READ, ROUTE_CLASSES, WRITE  # noqa: F401 (re-exported)
 from tenantsvc.web.errors import ApiError, internal_error, render_api_error, to_api_error
 
-PUBLIC, READ, WRITE = "public", "read", "write"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
-REQUEST_CLASSES = (PUBLIC, READ, WRITE)
 
 
 def route(app: Klein, template: str, *, methods: list[str], request_class: str) -> Callable:
@@ -23,7 +22,7 @@ def route(app: Klein, template: str, *, methods: list[str], request_class: str) 
 
     ``template`` is the Klein/werkzeug rule; it doubles as the bounded ``endpoint`` metrics label.
     """
-    assert request_class in REQUEST_CLASSES, request_class
+    assert request_class in ROUTE_CLASSES, request_class
     label = template.replace("<string:", "<").replace("<int:", "<")
 
     def decorate(handler: Callable) -> Callable:
