@@ -41,6 +41,12 @@ class TenantCall:
     idempotency_key: str | None = None
     session: Session | None = None
 
+    @property
+    def user_id(self) -> int:
+        """The session's user (for routes that declare ``SESSION_REQUIRED``, where there always is one)."""
+        assert self.session is not None, "the route does not require a session"
+        return self.session.user_id
+
 
 class TenantRouteGuard:
     """Applies a ``RouteSpec`` to a request: tenant, body, idempotency key, rate limit and session."""

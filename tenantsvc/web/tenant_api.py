@@ -95,13 +95,13 @@ class TenantApi:
         @route(app, "/auth/logout-all", methods=["POST"], request_class=WRITE, tenant=True, session=SESSION_REQUIRED)
         async def logout_all(self, request: Any, call: TenantCall) -> bytes:
             """End every session of the logged-in user, on every device."""
-            await self._sessions.destroy_all(call.tenant, call.session.user_id)
+            await self._sessions.destroy_all(call.tenant, call.user_id)
             return self._signed_out(request, call.tenant)
 
         @route(app, "/me", methods=["GET"], request_class=READ, tenant=True, session=SESSION_REQUIRED)
         async def me(self, request: Any, call: TenantCall) -> bytes:
             """The logged-in player: ``{"username", "balance_cents"}``."""
-            return respond_json(request, 200, await self._accounts.profile(call.tenant, call.session.user_id))
+            return respond_json(request, 200, await self._accounts.profile(call.tenant, call.user_id))
 
         @route(app, "/public/odds/<string:sport>", methods=["GET"], request_class=READ, tenant=True)
         async def odds(self, request: Any, call: TenantCall, sport: str) -> bytes:
@@ -121,7 +121,7 @@ class TenantApi:
                session=SESSION_REQUIRED)
         async def place_bet(self, request: Any, call: TenantCall) -> bytes:
             """Place a single bet priced by the server: 201 (a replayed Idempotency-Key answers the same bet)."""
-            placed = await self._betting.place(call.tenant, call.session.user_id, call.body, call.idempotency_key)
+            placed = await self._betting.place(call.tenant, call.user_id, call.body, call.idempotency_key)
             headers = {"Location": f"/{call.tenant}/api/bets/{placed.bet['id']}"}
             if placed.replayed:
                 headers["Idempotent-Replayed"] = "true"
@@ -130,7 +130,7 @@ class TenantApi:
         @route(app, "/bets", methods=["GET"], request_class=READ, tenant=True, session=SESSION_REQUIRED)
         async def list_bets(self, request: Any, call: TenantCall) -> bytes:
             """The logged-in player's bets, newest first (``?limit=1..100&before_id=…``)."""
-            bets = await self._betting.list_bets(call.tenant, call.session.user_id, _query(request, b"limit"),
+            bets = await self._betting.list_bets(call.tenant, call.user_id, _query(request, b"limit"),
                                                  _query(request, b"before_id"))
             return respond_json(request, 200, {"bets": bets})
 
