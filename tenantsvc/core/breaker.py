@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tenantsvc.core.outcome_window import OutcomeWindow
+from tenantsvc.core.request_classes import BACKGROUND, BREAKER_CLASSES, READ, WRITE  # noqa: F401 (re-exported)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 STATES = (CLOSED, OPEN, HALF_OPEN)
 STATE_CODES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}  # the circuit_breaker_state gauge values
 
-READ, WRITE, BACKGROUND = "read", "write", "background"
-REQUEST_CLASSES = (READ, WRITE, BACKGROUND)
+REQUEST_CLASSES = BREAKER_CLASSES  # core.request_classes: the one vocabulary
 
 AUTO, FORCED_OPEN, FORCED_CLOSED = "auto", "forced_open", "forced_closed"
 

@@ -25,9 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
+from tenantsvc.core.request_classes import PUBLIC, READ, WRITE
 from tenantsvc.core.token_bucket import BucketPolicy
 
-PUBLIC, AUTH, WRITE, READ = "public", "auth", "write", "read"
+AUTH = "auth"  # register and login: a write, limited apart from other writes (the request classes are core's)
 ENDPOINT_CLASSES = (PUBLIC, AUTH, WRITE, READ)
 # The level of a bucket: ``client`` (one client within a tenant, or one username from one client) or
 # ``tenant`` (the ceiling every client of the tenant shares).

@@ -19,10 +19,11 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-# The route_class label: web.routing's request classes, ``operational`` (health, readiness, metrics) and
-# ``none`` (a request that matched no route).
-OPERATIONAL, NO_ROUTE_CLASS = "operational", "none"
-ROUTE_CLASSES = ("public", "read", "write", OPERATIONAL, NO_ROUTE_CLASS)
+from tenantsvc.core.request_classes import METRIC_ROUTE_CLASSES, NO_ROUTE_CLASS, OPERATIONAL  # noqa: F401
+
+# The route_class label: core.request_classes' route classes, ``operational`` (health, readiness, metrics)
+# and ``none`` (a request that matched no route).
+ROUTE_CLASSES = METRIC_ROUTE_CLASSES
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 

@@ -82,3 +82,10 @@ class Overloaded(ServiceUnavailable):
     def __init__(self, message: str, retry_after_s: int = 1):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class InvalidCredentials(Exception):
+    """No active account has this username and password (the same answer for both cases): 401."""
+
+    def __init__(self) -> None:
+        super().__init__("wrong username or password")

@@ -22,7 +22,9 @@ from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.runtime.deferreds import with_timeout
 from tenantsvc.adapters.redis import KeyValueStore, RedisUnavailable
-from tenantsvc.core.http_cache import strong_etag
+from tenantsvc.core.http_cache import (
+    THEME_DEFAULT, THEME_FRESH, THEME_STALE, CacheHeaders, strong_etag, theme_cache_headers,
+)
 from tenantsvc.core.theme import DEFAULT_THEME, Theme
 from tenantsvc.core.theme_cache_rules import (
     FRESH, STALE, CachedTheme, CacheWindows, decode_l2, encode_l2, freshness,
@@ -36,8 +38,6 @@ from tenantsvc.services.theme_publisher import INVALIDATION_CHANNEL, L2_TTL_MS, 
 
 __all__ = ["INVALIDATION_CHANNEL", "L2_TTL_MS", "ThemeCache", "ThemeCacheSettings", "l2_key", "lock_key"]
 
-STALE_IF_ERROR_S = 86_400
-DEGRADED_CACHE_CONTROL = b"public, max-age=60, stale-while-revalidate=30"
 LOCK_TTL_MS = 15_000  # longer than REFRESH_TIMEOUT_S, so a lock never expires under a live refresh
 REFRESH_TIMEOUT_S = 5.0
 WARM_BATCH = 500
@@ -68,10 +68,10 @@ class ThemeAnswer:
     result: str  # fresh, stale or default
 
 
-def _answer(body: bytes, cache_control: bytes, cache_status: bytes, result: str,
-            etag: str | None = None) -> ThemeAnswer:
+def _answer(body: bytes, headers: CacheHeaders, result: str, etag: str | None = None) -> ThemeAnswer:
     etag = etag or strong_etag(body)
-    return ThemeAnswer(body, etag.encode("ascii"), etag, cache_control, cache_status, result)
+    return ThemeAnswer(body, etag.encode("ascii"), etag, headers.cache_control.encode("ascii"),
+                       (headers.cache_status or "").encode("ascii"), result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +82,20 @@ class RenderedTheme:
     answers: dict[tuple[str, str], ThemeAnswer]
 
     @classmethod
-    def build(cls, entry: CachedTheme, fresh_cache_control: bytes) -> "RenderedTheme":
-        """Render both representations once."""
+    def build(cls, entry: CachedTheme, headers: dict[str, CacheHeaders]) -> "RenderedTheme":
+        """Render both representations once, with the headers of ``core.http_cache.theme_cache_headers``."""
         bodies = {JSON: entry.theme.to_json_bytes(), CSS: render_theme_css(entry.theme)}
         answers = {}
         for kind, body in bodies.items():
-            fresh = answers[(kind, FRESH)] = _answer(body, fresh_cache_control, b"tenantsvc; hit", FRESH)
-            answers[(kind, STALE)] = _answer(body, DEGRADED_CACHE_CONTROL, b"tenantsvc; hit; detail=stale", STALE,
-                                             fresh.etag_text)
+            fresh = answers[(kind, FRESH)] = _answer(body, headers[THEME_FRESH], FRESH)
+            answers[(kind, STALE)] = _answer(body, headers[THEME_STALE], STALE, fresh.etag_text)
         return cls(entry, answers)
 
 
-DEFAULT_ANSWERS = {
-    JSON: _answer(DEFAULT_THEME.to_json_bytes(), DEGRADED_CACHE_CONTROL, b"tenantsvc; fwd=miss; detail=default",
-                  "default"),
-    CSS: _answer(render_theme_css(DEFAULT_THEME), DEGRADED_CACHE_CONTROL, b"tenantsvc; fwd=miss; detail=default",
-                 "default"),
-}
+def default_answers(headers: dict[str, CacheHeaders]) -> dict[str, ThemeAnswer]:
+    """The default theme's answers (JSON and CSS), served while a tenant's own theme is not loaded."""
+    return {JSON: _answer(DEFAULT_THEME.to_json_bytes(), headers[THEME_DEFAULT], THEME_DEFAULT),
+            CSS: _answer(render_theme_css(DEFAULT_THEME), headers[THEME_DEFAULT], THEME_DEFAULT)}
 
 
 @dataclass(frozen=True)
@@ -134,9 +131,8 @@ class ThemeCache:
         self._new_token = new_token
         self._l1: OrderedDict[str, RenderedTheme] = OrderedDict()
         windows = settings.windows
-        self._fresh_cache_control = (  # what browsers and CDNs may do mirrors what L1 does
-            f"public, max-age={windows.ttl_s:.0f}, stale-while-revalidate={windows.stale_while_revalidate_s:.0f}, "
-            f"stale-if-error={STALE_IF_ERROR_S}").encode("ascii")
+        self.headers = theme_cache_headers(windows.ttl_s, windows.stale_while_revalidate_s)
+        self._defaults = default_answers(self.headers)
         self._refreshes: SingleFlight[None] = SingleFlight(
             on_shared=metrics.singleflight_shared.labels("branding_refresh").inc)
         self._l2_reads: SingleFlight[CachedTheme | None] = SingleFlight(
@@ -179,7 +175,7 @@ class ThemeCache:
         For answers that must not cause work, such as a rate-limited request.
         """
         rendered = self._l1.get(slug)
-        return rendered.answers[(kind, FRESH)] if rendered is not None else DEFAULT_ANSWERS[kind]
+        return rendered.answers[(kind, FRESH)] if rendered is not None else self._defaults[kind]
 
     def cached_theme(self, slug: str) -> Theme | None:
         """The theme held in L1 for ``slug`` whatever its age (for reads served while the DB is refused)."""
@@ -202,7 +198,7 @@ class ThemeCache:
         self.refresh(slug, correlation_id)
         if rendered is not None:
             return self._respond(rendered.answers[(kind, STALE)])
-        return self._respond(DEFAULT_ANSWERS[kind])
+        return self._respond(self._defaults[kind])
 
     async def _read_l2(self, slug: str) -> CachedTheme | None:
         if self._l2 is None:
@@ -226,7 +222,7 @@ class ThemeCache:
         current = self._l1.get(entry.slug)
         if current is not None and current.entry.fetched_at > entry.fetched_at:
             return current
-        rendered = RenderedTheme.build(entry, self._fresh_cache_control)
+        rendered = RenderedTheme.build(entry, self.headers)
         self._l1[entry.slug] = rendered
         self._l1.move_to_end(entry.slug)
         while len(self._l1) > self._settings.max_entries:
@@ -317,7 +313,7 @@ class ThemeCache:
         for slug, rendered in list(self._l1.items()):
             if rendered.entry.fetched_at > cutoff:
                 self._l1[slug] = RenderedTheme.build(
-                    CachedTheme(slug, rendered.entry.theme, cutoff), self._fresh_cache_control)
+                    CachedTheme(slug, rendered.entry.theme, cutoff), self.headers)
 
     def _count_l2_set(self, _: object, outcome: str) -> None:
         self._metrics.cache_l2.labels("branding", "set", outcome).inc()

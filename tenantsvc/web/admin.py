@@ -6,6 +6,7 @@ from typing import Any
 
 from klein import Klein
 
+from tenantsvc.core.http_cache import HIT_DB_REFUSED
 from tenantsvc.services.betting import BettingService
 from tenantsvc.services.tenants import TenantService
 from tenantsvc.web.bearer import BearerToken
@@ -55,7 +56,7 @@ class AdminApi:
         """The tenant's saved theme in camelCase."""
         self._authorize(request)
         theme, from_cache = await self._tenants.get_theme(slug)
-        headers = {"Cache-Status": "tenantsvc; hit; detail=db-refused"} if from_cache else None
+        headers = {"Cache-Status": HIT_DB_REFUSED} if from_cache else None
         return respond_json(request, 200, theme.to_wire(), headers)
 
     @route(app, "/admin/api/tenants/<string:slug>/theme", methods=["PUT"], request_class=WRITE)

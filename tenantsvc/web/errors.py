@@ -15,7 +15,7 @@ from tenantsvc.core.storage_errors import (
     TransactionConflict,
 )
 from tenantsvc.core.validation import ValidationFailed
-from tenantsvc.services.errors import Conflict, NotFoundError, ServiceUnavailable, Unprocessable
+from tenantsvc.services.errors import Conflict, InvalidCredentials, NotFoundError, ServiceUnavailable, Unprocessable
 
 JSON_TYPE = b"application/json"
 # Reason phrases Twisted does not know (it would send "Unknown Status").
@@ -77,6 +77,8 @@ def to_api_error(error: BaseException) -> ApiError | None:
         return error
     if isinstance(error, ValidationFailed):
         return ApiError(422, "validation_failed", "some fields are invalid", extra={"fields": error.errors})
+    if isinstance(error, InvalidCredentials):
+        return ApiError(401, "invalid_credentials", str(error))
     if isinstance(error, NotFoundError):
         return ApiError(404, "not_found", str(error))
     if isinstance(error, Conflict):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from tenantsvc.obs.metrics import OPERATIONAL
+from tenantsvc.core.request_classes import OPERATIONAL
 from tenantsvc.web.bearer import BearerToken
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
 from tenantsvc.web.plain import Handler, finish_later

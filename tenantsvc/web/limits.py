@@ -24,14 +24,21 @@ def policy_header(policy: RateLimitPolicy) -> bytes:
                      for level in policy.levels).encode("ascii")
 
 
-def apply_headers(request: Any, policy: RateLimitPolicy, decision: Decision, policy_value: bytes | None = None) -> None:
-    """Set the rate-limit headers of ``decision`` (hot paths pass ``policy_header(policy)`` precomputed)."""
+def rate_limit_headers(policy: RateLimitPolicy, decision: Decision,
+                       policy_value: bytes | None = None) -> tuple[tuple[bytes, bytes], ...]:
+    """The rate-limit headers of ``decision`` as ``(name, value)`` pairs (hot paths pass ``policy_header(policy)``
+    precomputed)."""
     remaining, reset = str(decision.remaining).encode("ascii"), str(decision.reset_whole_s).encode("ascii")
-    request.setHeader(b"X-Rate-Limit-Remaining", remaining)
-    request.setHeader(b"X-Rate-Limit-Reset", reset)
-    request.setHeader(b"RateLimit-Policy", policy_value or policy_header(policy))
     name = policy.levels[decision.level].name.encode("ascii")
-    request.setHeader(b"RateLimit", b'"' + name + b'";r=' + remaining + b";t=" + reset)
+    return ((b"X-Rate-Limit-Remaining", remaining), (b"X-Rate-Limit-Reset", reset),
+            (b"RateLimit-Policy", policy_value or policy_header(policy)),
+            (b"RateLimit", b'"' + name + b'";r=' + remaining + b";t=" + reset))
+
+
+def apply_headers(request: Any, policy: RateLimitPolicy, decision: Decision, policy_value: bytes | None = None) -> None:
+    """Set the rate-limit headers of ``decision`` on ``request``."""
+    for name, value in rate_limit_headers(policy, decision, policy_value):
+        request.setHeader(name, value)
 
 
 def too_many_requests(decision: Decision, policy: RateLimitPolicy) -> ApiError:

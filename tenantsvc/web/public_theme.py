@@ -12,17 +12,17 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.web.server import NOT_DONE_YET
 
-from tenantsvc.core.http_cache import not_modified
-from tenantsvc.core.rate_limits import PUBLIC, RateLimitPolicy, bucket_key
+from tenantsvc.core.http_cache import THEME_RATE_LIMITED, not_modified
+from tenantsvc.core.rate_limits import RateLimitPolicy, bucket_key
+from tenantsvc.core.request_classes import PUBLIC
 from tenantsvc.core.token_bucket import Decision
 from tenantsvc.services.theme_cache import CSS, JSON, ThemeAnswer, ThemeCache
 from tenantsvc.services.rate_limiting import LocalRateLimiter
 from tenantsvc.web.errors import ApiError
-from tenantsvc.web.limits import apply_headers, policy_header
+from tenantsvc.web.limits import policy_header, rate_limit_headers
 from tenantsvc.web.plain import Handler, finish_later
 from tenantsvc.web.request import canonical_header, request_header, set_response_headers
 
-LIMITED_CACHE_CONTROL = b"public, max-age=30, stale-while-revalidate=60"
 CACHE_CONTROL, ETAG, CACHE_STATUS, CONTENT_TYPE, CONTENT_LENGTH, IF_NONE_MATCH = (
     canonical_header(name) for name in (b"Cache-Control", b"ETag", b"Cache-Status", b"Content-Type", b"Content-Length",
                                         b"If-None-Match"))
@@ -30,7 +30,6 @@ ROUTES = {
     b"load-theme": (JSON, "/<tenant>/api/public/load-theme", (CONTENT_TYPE, b"application/json")),
     b"theme.css": (CSS, "/<tenant>/api/public/theme.css", (CONTENT_TYPE, b"text/css; charset=utf-8")),
 }
-PUBLIC_ROUTE = "public"  # web.routing.PUBLIC, the route class (not imported from there: routing imports Klein)
 MAX_MEMOISED_HEADERS = 4096
 _CONTENT_LENGTHS: dict[int, bytes] = {}
 
@@ -40,19 +39,8 @@ def is_public_theme_path(segments: list[bytes]) -> bool:
     return len(segments) == 4 and segments[1] == b"api" and segments[2] == b"public" and segments[3] in ROUTES
 
 
-class _HeaderRecorder:
-    """Stands in for a request to record what ``apply_headers`` sets."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
-
-    def setHeader(self, name: bytes, value: bytes) -> None:  # noqa: N802 - twisted.web's name
-        """Record one header."""
-        self.headers.append((canonical_header(name), value))
-
-
 class RateLimitHeaders:
-    """The rate-limit headers of a decision exactly as ``apply_headers`` sets them, built once per value.
+    """The rate-limit headers of a decision (``rate_limit_headers``) with canonical names, built once per value.
 
     They depend only on the policy, the whole tokens remaining and the whole seconds to reset, which
     take few distinct values, so each is memoised (at most ``max_entries``, then the memo starts over).
@@ -69,9 +57,8 @@ class RateLimitHeaders:
         key = (decision.remaining, decision.reset_whole_s)
         pairs = self._memo.get(key)
         if pairs is None:
-            recorder = _HeaderRecorder()
-            apply_headers(recorder, self._policy, decision, self._policy_value)
-            pairs = tuple(recorder.headers)
+            pairs = tuple((canonical_header(name), value)
+                          for name, value in rate_limit_headers(self._policy, decision, self._policy_value))
             if len(self._memo) >= self._max_entries:
                 self._memo.clear()
             self._memo[key] = pairs
@@ -86,22 +73,23 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
     path), one tenant-wide bucket only: they never refuse, so no client can lock another out here. Over the limit, the client still gets the cached theme with 200, ``X-Rate-Limited: true``
     and a short ``Cache-Control``, and no refresh is started.
     """
-    rate_limit_headers = RateLimitHeaders(policy)
+    rate_limit_pairs = RateLimitHeaders(policy)
+    limited_cache_control = cache.headers[THEME_RATE_LIMITED].cache_control.encode("ascii")
 
     def serve(request: Any, segments: list[bytes]) -> Any:
         kind, label, content_type = ROUTES[segments[3]]
         request.endpoint_label = label
-        request.request_class = PUBLIC_ROUTE
+        request.request_class = PUBLIC
         if request.method not in (b"GET", b"HEAD"):
             raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
         slug = segments[0].decode("ascii")
         if not may_exist(slug):
             raise ApiError(404, "unknown_tenant", "no such tenant")
         decision = limiter.check((bucket_key(slug, PUBLIC),), policy)
-        set_response_headers(request, rate_limit_headers(decision))
+        set_response_headers(request, rate_limit_pairs(decision))
         if not decision.allowed:
             request.setHeader(b"X-Rate-Limited", b"true")
-            return _write_now(request, replace(cache.peek(slug, kind), cache_control=LIMITED_CACHE_CONTROL),
+            return _write_now(request, replace(cache.peek(slug, kind), cache_control=limited_cache_control),
                               content_type)
         result = cache.answer(slug, kind, request.correlation_id)
         if result is None:

@@ -1,51 +1,115 @@
-"""Klein route declarations with their metrics label and request class, JSON body parsing, and error handlers."""
+"""Declarative Klein routes (``route``: path, request class, tenant, body, idempotency key, rate limit, session),
+JSON body parsing, and error handlers."""
 
 from __future__ import annotations
 
 import functools
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from eliot import write_failure
 from klein import Klein
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from tenantsvc.core.request_classes import PUBLIC, READ, ROUTE_CLASSES, WRITE  # noqa: F401 (re-exported)
 from tenantsvc.web.errors import ApiError, internal_error, render_api_error, to_api_error
 
-PUBLIC, READ, WRITE = "public", "read", "write"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
-REQUEST_CLASSES = (PUBLIC, READ, WRITE)
+_CONVERTER = re.compile(r"<(?:string|int):")
 
 
-def route(app: Klein, template: str, *, methods: list[str], request_class: str) -> Callable:
-    """Register a handler on ``app`` and tag each request with its route template and request class.
+TENANT_PREFIX = "/<string:tenant>/api"  # every player route: ``with app.subroute(TENANT_PREFIX)``
+NO_SESSION, OPTIONAL_SESSION, SESSION_REQUIRED = "none", "optional", "required"
+SESSION_MODES = (NO_SESSION, OPTIONAL_SESSION, SESSION_REQUIRED)
+LOGIN_LIMIT = "login"  # the login stack: per (body username, client), per client and per tenant
 
-    ``template`` is the Klein/werkzeug rule; it doubles as the bounded ``endpoint`` metrics label.
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """What a route declares besides its path: its request class and what must hold before its handler runs.
+
+    ``tenant``: the path's ``tenant`` must be a known tenant (else 404) and the handler gets a ``TenantCall``.
+    ``json_body``: the body is parsed as a JSON object (413/415/400); a ``write`` route without one still
+    demands the JSON content type (a cross-site form cannot send it: the CSRF defence). ``idempotency_key``:
+    the ``Idempotency-Key`` header is required. ``limit``: the rate-limit endpoint class spent from (``route``
+    defaults a tenant route's to its request class; ``auth`` for register, ``LOGIN_LIMIT`` for login; None
+    only without a tenant). ``session``: whether the
+    caller's session is resolved, and whether one is required (401).
     """
-    assert request_class in REQUEST_CLASSES, request_class
-    label = template.replace("<string:", "<").replace("<int:", "<")
+
+    request_class: str
+    tenant: bool = False
+    json_body: bool = False
+    idempotency_key: bool = False
+    limit: str | None = None
+    session: str = NO_SESSION
+
+    def __post_init__(self) -> None:
+        assert self.request_class in ROUTE_CLASSES, self.request_class
+        assert self.session in SESSION_MODES, self.session
+        assert self.tenant or (self.limit is None and self.session == NO_SESSION and not self.idempotency_key), \
+            "limits, sessions and idempotency keys are per tenant"
+
+
+def route(app: Klein, path: str, *, methods: list[str], request_class: str, tenant: bool = False,
+          json_body: bool = False, idempotency_key: bool = False, limit: str | None = None,
+          session: str = NO_SESSION) -> Callable:
+    """Register a handler on ``app`` (within any ``app.subroute``) with everything it declares (``RouteSpec``).
+
+    Each request is tagged with its route template (the bounded ``endpoint`` metrics label, the full rule
+    with any subroute prefix) and its request class (the ``route_class`` metrics label). A ``tenant`` route
+    is called as ``handler(self, request, call, **other_path_values)`` after ``self.guard.admit(request,
+    spec, tenant)`` (``web.route_guard.TenantRouteGuard``) has checked the spec and returned the call:
+    handlers are parse → one service call → render. The spec is kept as the handler's ``route_spec``.
+    """
+    spec = RouteSpec(request_class, tenant, json_body, idempotency_key,
+                     request_class if tenant and limit is None and request_class != PUBLIC else limit, session)
+    labels: list[str] = []
 
     def decorate(handler: Callable) -> Callable:
-        @functools.wraps(handler)
-        def tagged(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            request.endpoint_label = label
-            request.request_class = request_class
-            return handler(self, request, *args, **kwargs)
+        def label() -> str:
+            if not labels:  # the full rule exists once any subroute block has closed: look it up once
+                rule = next(rule for rule in app.url_map.iter_rules() if rule.endpoint == handler.__name__)
+                labels.append(_CONVERTER.sub("<", rule.rule))
+            return labels[0]
 
-        app.route(template, methods=methods)(tagged)
+        if spec.tenant:
+            @functools.wraps(handler)
+            async def guarded(self: Any, request: Any, tenant: str, **values: Any) -> Any:
+                request.endpoint_label = label()
+                request.request_class = request_class
+                call = await self.guard.admit(request, spec, tenant)
+                return await handler(self, request, call, **values)
+
+            tagged = guarded
+        else:
+            @functools.wraps(handler)
+            def tagged(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+                request.endpoint_label = label()
+                request.request_class = request_class
+                return handler(self, request, *args, **kwargs)
+
+        tagged.route_spec = spec  # type: ignore[attr-defined]
+        app.route(path, methods=methods)(tagged)
         return tagged
 
     return decorate
+
+
+def require_json_content_type(request: Any, message: str = "send the request as application/json") -> None:
+    """415 unless the request says ``Content-Type: application/json`` (whatever its body)."""
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise ApiError(415, "unsupported_media_type", message)
 
 
 def read_json_object(request: Any) -> dict[str, Any]:
     """Parse the request body as a JSON object, or raise the right 4xx ``ApiError``."""
     if request.body_too_large:
         raise ApiError(413, "body_too_large", f"request body exceeds {request.max_body_bytes} bytes")
-    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if content_type != b"application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    require_json_content_type(request, "send the body as application/json")
     raw = request.content.read() if request.content is not None else b""
     try:
         payload = json.loads(raw.decode("utf-8"))
