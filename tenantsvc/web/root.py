@@ -92,8 +92,8 @@ class RootResource:
         is_known_tenant: Callable[[str], bool],
         operational: dict[bytes, Handler],
         public_theme: Handler,
-        admin: IResource,
-        tenant_api: IResource,
+        admin: Any,  # IResource providers (zope interfaces do not type-check as classes)
+        tenant_api: Any,
         access_log_sample_rate: float = 1.0,
         access_log_slow_s: float = 0.1,
         random: Callable[[], float] = _random.random,
@@ -113,7 +113,7 @@ class RootResource:
         self.in_flight = 0
 
     # IResource plumbing: this resource has no children.
-    def getChildWithDefault(self, name: bytes, request: Any) -> IResource:
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:
         """Never called for a leaf; present for the interface."""
         return self
 
@@ -149,8 +149,9 @@ class RootResource:
                    request_header(request, TRACEPARENT))
         if inbound == _NO_INBOUND_IDS:  # most requests: two new ids, no parsing
             return self._new_id(), self._new_id(), False
-        correlation_id, request_id = choose_ids(
-            *(None if value is None else value.decode("latin-1") for value in inbound), self._new_id)
+        correlation, request_id_header, traceparent = (None if value is None else value.decode("latin-1")
+                                                       for value in inbound)
+        correlation_id, request_id = choose_ids(correlation, request_id_header, traceparent, self._new_id)
         return correlation_id, request_id, True
 
     def _render_safely(self, request: Any, segments: list[bytes], first: bytes, slug: str, theme: bool) -> Any:

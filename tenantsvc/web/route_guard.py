@@ -47,6 +47,12 @@ class TenantCall:
         assert self.session is not None, "the route does not require a session"
         return self.session.user_id
 
+    @property
+    def required_key(self) -> str:
+        """The Idempotency-Key (for routes that declare ``idempotency_key``, where there always is one)."""
+        assert self.idempotency_key is not None, "the route does not take an Idempotency-Key"
+        return self.idempotency_key
+
 
 class TenantRouteGuard:
     """Applies a ``RouteSpec`` to a request: tenant, body, idempotency key, rate limit and session."""

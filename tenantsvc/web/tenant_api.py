@@ -121,7 +121,7 @@ class TenantApi:
                session=SESSION_REQUIRED)
         async def place_bet(self, request: Any, call: TenantCall) -> bytes:
             """Place a single bet priced by the server: 201 (a replayed Idempotency-Key answers the same bet)."""
-            placed = await self._betting.place(call.tenant, call.user_id, call.body, call.idempotency_key)
+            placed = await self._betting.place(call.tenant, call.user_id, call.body, call.required_key)
             headers = {"Location": f"/{call.tenant}/api/bets/{placed.bet['id']}"}
             if placed.replayed:
                 headers["Idempotent-Replayed"] = "true"
