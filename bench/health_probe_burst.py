@@ -39,13 +39,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import BenchError, Children, free_port, run_guarded, wait_until, write_results  # noqa: E402
+from harness import REPO, BenchError, Children, run_bench, start_tenantsvc  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
 ADMIN_TOKEN = "health-burst-admin-token-0123"
 DBNAME = "tenantsvc_health_burst"
 
@@ -108,16 +104,13 @@ def measure(args: argparse.Namespace, children: Children, workdir: Path) -> dict
         postgres.start()
         redis.start()
         database_url = postgres.database_url(postgres.create_database(DBNAME))
-        port = free_port()
         code_dir = Path(args.code_dir).resolve() if args.code_dir else REPO
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(code_dir), "LANG": "C.UTF-8",
                "HOME": str(workdir), "DATABASE_URL": database_url, "REDIS_URL": redis.url,
                "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_FILE": str(workdir / "tenantsvc.log")}
-        argv = [args.python, "-c", TWISTD, "-n", "--pidfile=", "--logger=tenantsvc.obs.logging.twisted_observer",
-                "tenantsvc", "--role", "web", "--demo", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-        stdout, stderr = workdir / "tenantsvc.stdout", workdir / "tenantsvc.stderr"
-        proc = children.start(argv, cwd=workdir, env=env, stdout=stdout, stderr=stderr)
-        wait_until(lambda: get(port, "/readyz")[0] == 200, proc, "tenantsvc", [stderr, stdout])
+        server = start_tenantsvc(children, args.python, workdir, [], args=("--role", "web", "--demo"), env=env,
+                                 wait_for="readyz")
+        port, proc = server.port, server.proc
         time.sleep(1.5)  # let the start-up work's statistics reach pg_stat_database (flushed at most every 1 s)
         before = {"xact_commit": xact_commit(postgres), "redis": redis_calls(redis),
                   "health_check": health_check_interactions(port)}
@@ -167,15 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print, write the JSON; children are always stopped."""
-    args = parse_args(argv)
-
-    def run(children: Children, workdir: Path) -> int:
-        document = measure(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "health-probe-burst")
-        return 0
-
-    return run_guarded("health_probe_burst", args.keep_temp, run)
+    return run_bench("health_probe_burst", parse_args(argv), measure, print_report)
 
 
 if __name__ == "__main__":

@@ -87,14 +87,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import (  # noqa: E402 - the helpers shared by the bench scripts
-    BenchError, Children, log_tails, cpu_ticks, free_port, pinning, run_guarded, wait_until, write_results)
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from harness import (  # noqa: E402 - the helpers shared by the bench scripts
+    REPO, BenchError, Children, log_tails, cpu_ticks, pinning, run_bench, start_tenantsvc)
 
 from bench.load_client import KINDS  # noqa: E402
+from tests.support.metrics import Series, scraped_samples  # noqa: E402
 from tenantsvc.adapters.db import tenant_store, user_store  # noqa: E402
 from tenantsvc.adapters.db.dialects import dialect_for  # noqa: E402
 from tenantsvc.adapters.db.pool import Txn  # noqa: E402
@@ -105,7 +102,6 @@ from tenantsvc.services.health import select_one_txn  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 LOAD_CLIENT = REPO / "bench" / "load_client.py"
-TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
 DATABASE = "tenantsvc_load"
 PROBE_ROLE = "loadcheck_probe"
 SERVICE_ROLE = "postgres"  # PostgresServer's superuser, which the service connects as
@@ -186,23 +182,10 @@ def call(port: int, method: str, path: str, body: Any = None, headers: dict[str,
         connection.close()
 
 
-_SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-Series = tuple[str, tuple[tuple[str, str], ...]]
-
-
 def parse_metrics(text: str, only: tuple[str, ...] = ()) -> dict[Series, float]:
-    """Samples of a Prometheus text exposition keyed by (name, sorted labels); ``*_created`` left out."""
-    samples: dict[Series, float] = {}
-    for line in text.splitlines():
-        if only and not line.startswith(only):
-            continue
-        match = _SERIES.match(line)
-        if not match or match.group(1).endswith("_created"):
-            continue
-        labels = tuple(sorted(_LABEL.findall(match.group(2) or "")))
-        samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
+    """Samples of a ``/metrics`` page (prometheus_client's parser) keyed by (name, sorted labels), only the
+    names starting with one of ``only`` when given; ``*_created`` left out."""
+    return {key: value for key, value in scraped_samples(text).items() if not only or key[0].startswith(only)}
 
 
 def scrape(port: int, only: tuple[str, ...] = ()) -> dict[Series, float]:
@@ -513,23 +496,17 @@ def server_sql_per_interaction(probe: SqlProbe, statements: dict[str, dict[str, 
 # tenantsvc
 
 
-def start_tenantsvc(args: argparse.Namespace, children: Children, workdir: Path, pin: list[str],
-                    database_url: str, admin_token: str) -> tuple[subprocess.Popen, int, Path]:
+def start_service(args: argparse.Namespace, children: Children, workdir: Path, pin: list[str],
+                  database_url: str, admin_token: str) -> tuple[subprocess.Popen, int, Path]:
     """Start ``twistd -n tenantsvc --role web`` against Postgres, pinned; wait for /readyz; return proc, port, log."""
-    port = free_port()
     log_file = workdir / "tenantsvc.log"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8",
            "HOME": str(workdir), "DATABASE_URL": database_url, "ADMIN_TOKEN": admin_token,
            "DB_WEB_POOL_MAX": str(args.pool_max), "LOG_FILE": str(log_file),
            "THEME_CACHE_TTL": f"{args.theme_ttl:g}"}
     env.update({name: UNLIMITED for name in RATE_LIMIT_VARIABLES})
-    argv = pin + [args.python, "-c", TWISTD, "-n", "--pidfile=", "--logger=tenantsvc.obs.logging.twisted_observer",
-                  "tenantsvc", "--role", "web", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-    stdout, stderr = workdir / "tenantsvc.stdout", workdir / "tenantsvc.stderr"
-    proc = children.start(argv, cwd=workdir, env=env, stdout=stdout, stderr=stderr)
-    wait_until(lambda: call(port, "GET", "/readyz", timeout_s=2.0)[0] == 200, proc, "tenantsvc",
-               [stderr, stdout, log_file])
-    return proc, port, log_file
+    server = start_tenantsvc(children, args.python, workdir, pin, args=("--role", "web"), env=env, wait_for="readyz")
+    return server.proc, server.port, log_file
 
 
 def seed(port: int, admin_token: str, tenant_count: int, user_count: int) -> tuple[list[str], list[dict[str, Any]], float]:
@@ -891,7 +868,7 @@ def check(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
     try:
         database_url = server.database_url(DATABASE)
         admin_token = secrets.token_urlsafe(24)
-        proc, port, log_file = start_tenantsvc(args, children, workdir, server_pin, database_url, admin_token)
+        proc, port, log_file = start_service(args, children, workdir, server_pin, database_url, admin_token)
         if load_pin:
             os.sched_setaffinity(0, {args.load_cpu})  # this script's samplers and probe stay off the server's CPU
         tenants, users, seed_s = seed(port, admin_token, args.tenants, args.users)
@@ -1127,20 +1104,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def failed_checks(document: dict[str, Any]) -> bool:
+    """True when a check failed (pool at the breaker's threshold, a 5xx, or a hold longer than its SQL)."""
+    checks = document["checks"]
+    return (not checks["pool_usage"]["met"] or not checks["no_5xx"]["met"]
+            or any(c["met"] is False for c in checks["hold_vs_sql"].values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check, print the report, write the JSON; children and Postgres are always stopped."""
     args = parse_args(argv)
+    return run_bench("load_check", args, check, print_report,
+                     lambda document: 3 if args.strict and failed_checks(document) else 0)
 
-    def run(children: Children, workdir: Path) -> int:
-        document = check(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "load-check")
-        checks = document["checks"]
-        failed = (not checks["pool_usage"]["met"] or not checks["no_5xx"]["met"]
-                  or any(c["met"] is False for c in checks["hold_vs_sql"].values()))
-        return 3 if failed and args.strict else 0
-
-    return run_guarded("load_check", args.keep_temp, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,9 +49,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redis_freeze import PASSWORD, TENANT, Connection, first_price, login, session_cookie  # noqa: E402
-from theme_bench import (  # noqa: E402
-    BenchError, Children, pinning, run_guarded, scrape_metrics, start_redis, start_tenantsvc, wait_until,
-    write_results,
+from harness import (  # noqa: E402
+    BenchError, Children, pinning, run_bench, scrape_metrics, start_redis, start_tenantsvc, wait_until,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,15 +279,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print, write the JSON; children are always stopped."""
-    args = parse_args(argv)
-
-    def run(children: Children, workdir: Path) -> int:
-        document = measure(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "players-bench")
-        return 0
-
-    return run_guarded("players_bench", args.keep_temp, run)
+    return run_bench("players_bench", parse_args(argv), measure, print_report)
 
 
 if __name__ == "__main__":
