@@ -10,6 +10,7 @@ results as JSON). Importing this module makes the repository importable (``tests
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -454,3 +455,14 @@ def run_bench(name: str, args: Any, measure: Callable[[Any, Children, Path], dic
         return exit_status(document)
 
     return run_guarded(name, args.keep_temp, run)
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser described by the first paragraph of ``doc``, with the options every server bench has:
+    ``--code-dir`` (run the server from another source tree), ``--python``, ``--results-dir``, ``--keep-temp``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--code-dir", default="", help="run the server from this source tree (default: this one)")
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--keep-temp", action="store_true")
+    return parser

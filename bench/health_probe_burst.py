@@ -33,35 +33,25 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, BenchError, Children, run_bench, start_tenantsvc  # noqa: E402
+from harness import REPO, BenchError, Children, bench_parser, run_bench, start_tenantsvc  # noqa: E402
+
+from tests.support.http import http  # noqa: E402
+from tests.support.metrics import scraped_total  # noqa: E402
 
 
 ADMIN_TOKEN = "health-burst-admin-token-0123"
 DBNAME = "tenantsvc_health_burst"
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
-    """One GET over loopback: status and body (errors included)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:
-        return 0, b""
-
-
 def health_check_interactions(port: int) -> float:
     """``db_interactions_total{name="health_check"}`` summed over outcomes, from ``/metrics``."""
-    _, body = get(port, "/metrics")
-    return sum(float(line.rpartition(" ")[2]) for line in body.decode().splitlines()
-               if line.startswith("db_interactions_total{") and 'name="health_check"' in line)
+    page = http("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=10.0).body.decode()
+    return scraped_total(page, "db_interactions_total", name="health_check")
 
 
 def xact_commit(postgres: Any) -> int:
@@ -148,13 +138,9 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk")
-    parser.add_argument("--code-dir", default="", help="run the server from this source tree (default: this one)")
-    parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--keep-temp", action="store_true")
     return parser.parse_args(argv)
 
 

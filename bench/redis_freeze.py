@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, BenchError, Children, run_bench, start_tenantsvc, wait_until  # noqa: E402
+from harness import (  # noqa: E402
+    REPO, BenchError, Children, bench_parser, run_bench, start_tenantsvc, wait_until,
+)
 
 from tests.support.metrics import scraped_samples  # noqa: E402
 
@@ -329,7 +331,7 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--before", type=float, default=3.0, help="seconds of traffic before the freeze")
     parser.add_argument("--freeze", type=float, default=5.0, help="seconds Redis stays frozen")
     parser.add_argument("--after-max", type=float, default=20.0, help="longest wait for recovery after the thaw")
@@ -337,10 +339,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=0.05, help="seconds each loop waits between requests")
     for kind, default in (("me", 4), ("login", 2), ("bet", 2), ("theme", 1)):
         parser.add_argument(f"--{kind}", type=int, default=default, help=f"{kind} loops")
-    parser.add_argument("--code-dir", default="", help="run the server from this source tree (default: this one)")
-    parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--keep-temp", action="store_true")
     return parser.parse_args(argv)
 
 
