@@ -466,3 +466,16 @@ def bench_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep-temp", action="store_true")
     return parser
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> list[str]:
+    """Aligned lines of a table with a rule under ``header``: the first ``left`` columns flush left, the rest right."""
+    lines = [tuple(header), *rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = []
+    for i, line in enumerate(lines):
+        out.append("  ".join(str(cell).ljust(widths[j]) if j < left else str(cell).rjust(widths[j])
+                             for j, cell in enumerate(line)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out

@@ -88,10 +88,10 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402 - the helpers shared by the bench scripts
-    REPO, BenchError, Children, log_tails, cpu_ticks, pinning, run_bench, start_tenantsvc)
+    REPO, BenchError, Children, log_tails, cpu_ticks, pinning, run_bench, start_tenantsvc, text_table)
 
 from bench.load_client import KINDS  # noqa: E402
-from tests.support.metrics import Series, scraped_samples  # noqa: E402
+from tests.support.metrics import Series, sample_value, scraped_samples  # noqa: E402
 from tenantsvc.adapters.db import tenant_store, user_store  # noqa: E402
 from tenantsvc.adapters.db.dialects import dialect_for  # noqa: E402
 from tenantsvc.adapters.db.pool import Txn  # noqa: E402
@@ -194,14 +194,6 @@ def scrape(port: int, only: tuple[str, ...] = ()) -> dict[Series, float]:
     if status != 200:
         raise BenchError(f"/metrics answered {status}")
     return parse_metrics(body.decode("utf-8", errors="replace"), only)
-
-
-def first(samples: dict[Series, float], metric: str, **where: str) -> float | None:
-    """The first sample of ``metric`` whose labels include ``where``."""
-    for (name, labels), value in samples.items():
-        if name == metric and all(dict(labels).get(k) == v for k, v in where.items()):
-            return value
-    return None
 
 
 def grew(before: dict[Series, float], after: dict[Series, float], metric: str, by: tuple[str, ...],
@@ -584,10 +576,10 @@ def pool_sample(port: int) -> dict[str, float | None]:
     """The pool gauges and the breaker state from one /metrics scrape."""
     samples = scrape(port, only=("db_pool_usage_percent", "db_pool_waiting_connections", "db_active_connections",
                                  "circuit_breaker_state"))
-    return {"usage_percent": first(samples, "db_pool_usage_percent"),
-            "waiting": first(samples, "db_pool_waiting_connections"),
-            "active": first(samples, "db_active_connections"),
-            "breaker_state": first(samples, "circuit_breaker_state", breaker_name="db_pool")}
+    return {"usage_percent": sample_value(samples, "db_pool_usage_percent"),
+            "waiting": sample_value(samples, "db_pool_waiting_connections"),
+            "active": sample_value(samples, "db_active_connections"),
+            "breaker_state": sample_value(samples, "circuit_breaker_state", breaker_name="db_pool")}
 
 
 def series_stats(values: list[float]) -> dict[str, float | None]:
@@ -944,18 +936,6 @@ def _le(seconds: float | None) -> str:
     return "-" if seconds is None else f"≤{_ms(seconds, 1 if seconds >= 0.001 else 2)}"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    lines = [header] + rows
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = []
-    for i, line in enumerate(lines):
-        out.append("  ".join(str(c).ljust(widths[j]) if j == 0 else str(c).rjust(widths[j])
-                             for j, c in enumerate(line)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
-
-
 def print_report(doc: dict[str, Any]) -> None:
     """Print the figures, the tables and the PASS/FAIL lines."""
     settings, machine, pool, requests = doc["settings"], doc["machine"], doc["pool"], doc["requests"]
@@ -989,7 +969,7 @@ def print_report(doc: dict[str, Any]) -> None:
         rows.append((kind, f"{data['requests']:,}", ", ".join(f"{c}: {n:,}" for c, n in data["statuses"].items()),
                      str(sum(data["transport_errors"].values())), f"{lat['p50']:.2f}", f"{lat['p99']:.2f}",
                      f"{lat['max']:.1f}"))
-    for line in _table(("kind", "requests", "statuses", "errors", "p50 ms", "p99 ms", "max ms"), rows):
+    for line in text_table(("kind", "requests", "statuses", "errors", "p50 ms", "p99 ms", "max ms"), rows):
         print("  " + line)
     print(f"  tenantsvc's own http_requests_total by status over the window: "
           f"{', '.join(f'{k}: {v:,}' for k, v in requests['server_counted_by_status'].items())}")
@@ -1025,7 +1005,7 @@ def print_report(doc: dict[str, Any]) -> None:
                      _ms(d and d["commit_mean_s"], 3)))
     header = ("interaction", "count", "hold mean", "hold p99", "log p99", "log max", "wait mean", "wait p99",
               "SQL mean", "SQL p99", "SQL max", "SQL idle", "server", "trips", "hold-SQL", "COMMIT")
-    for line in _table(header, rows):
+    for line in text_table(header, rows):
         print("  " + line)
     print("  adbapi sends COMMIT after Database._in_thread returns: neither db_connection_hold_seconds nor the in-use")
     print("  count (db_pool_usage_percent, the breaker's pressure) includes the COMMIT round trip.")

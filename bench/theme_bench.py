@@ -73,7 +73,7 @@ from harness import (  # noqa: E402 - the bench runner over tests/support
     LOAD_THEME, MIB, REPO, RESULTS_DIR, BenchError, Children, Load, RawResponse, Series, Server, WrkResult,
     WrkSettings, ensure_wrk, gauge, http_get, metric_delta, mib, peak_rss_kib, pinning, proc_status_kib,
     reset_peak_rss,
-    run_bench, run_wrk, scrape_metrics, start_baseline, start_redis, start_tenantsvc, stop_tenantsvc,
+    run_bench, run_wrk, scrape_metrics, start_baseline, start_redis, start_tenantsvc, stop_tenantsvc, text_table,
 )
 
 SERVERS = ("tenantsvc", "baseline")
@@ -887,14 +887,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
                       f"{row['server_cpu_us_per_request']:.0f}" if row["server_cpu_us_per_request"] else "-",
                       str(row["errors"]),
                       f"{row['other_cpu_pct']:.0f}%" if row.get("other_cpu_pct") is not None else "-"))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = []
-    for i, line in enumerate(lines):
-        out.append("  ".join(str(cell).ljust(widths[j]) if j < 2 else str(cell).rjust(widths[j])
-                             for j, cell in enumerate(line)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
+    return text_table(header, lines[1:], left=2)
 
 
 def _counts(mapping: dict[str, int]) -> str:
