@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -479,3 +480,21 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int =
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return out
+
+
+def machine_info(**versions: str | None) -> dict[str, Any]:
+    """Where the figures were measured, for the results file: CPU model and count, kernel, Python, the commit
+    (noting uncommitted changes under ``tenantsvc/``), plus ``versions`` (twisted, wrk, …)."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "tenantsvc"],
+                                capture_output=True, text=True).stdout.strip())
+    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), **versions,
+            "commit": commit + ("+uncommitted tenantsvc changes" if dirty else "")}

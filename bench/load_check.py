@@ -70,7 +70,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import re
 import resource
@@ -88,7 +87,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402 - the helpers shared by the bench scripts
-    REPO, BenchError, Children, log_tails, cpu_ticks, pinning, run_bench, start_tenantsvc, text_table)
+    REPO, BenchError, Children, cpu_ticks, log_tails, machine_info, pinning, run_bench, start_tenantsvc,
+    text_table)
 
 from bench.load_client import KINDS  # noqa: E402
 from tests.support.metrics import Series, sample_value, scraped_samples  # noqa: E402
@@ -798,24 +798,11 @@ def analyse(args: argparse.Namespace, seen: dict[str, Any], idle: dict[str, Any]
     }
 
 
-def machine_info(python: str) -> dict[str, Any]:
-    """CPU, kernel, versions and the commit, for the results file."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
-    versions = subprocess.run([python, "-c", "import twisted, psycopg2; print(twisted.__version__); "
-                               "print(psycopg2.__version__.split()[0])"], capture_output=True, text=True).stdout.split()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "tenantsvc"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "twisted": versions[0] if versions else None,
-            "psycopg2": versions[1] if len(versions) > 1 else None,
-            "commit": commit + ("+uncommitted tenantsvc changes" if dirty else "")}
+def versions(python: str) -> dict[str, str | None]:
+    """Twisted's and psycopg2's versions under ``python``, for ``machine_info``."""
+    found = subprocess.run([python, "-c", "import twisted, psycopg2; print(twisted.__version__); "
+                            "print(psycopg2.__version__.split()[0])"], capture_output=True, text=True).stdout.split()
+    return {"twisted": found[0] if found else None, "psycopg2": found[1] if len(found) > 1 else None}
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -850,7 +837,7 @@ def check(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
           f"{f', capped at {args.rate:g} req/s' if args.rate else ', closed loop'}; pool max {args.pool_max}",
           flush=True)
     started = time.monotonic()
-    machine = machine_info(args.python)
+    machine = machine_info(**versions(args.python))
     server, statements_on = start_postgres()
     args.statements = statements_on
     if load_pin and args.postgres_cpu >= 0:

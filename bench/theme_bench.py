@@ -52,7 +52,6 @@ import base64
 import http.client
 import json
 import os
-import platform
 import secrets
 import shutil
 import sqlite3
@@ -71,9 +70,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402 - the bench runner over tests/support
     LOAD_THEME, MIB, REPO, RESULTS_DIR, BenchError, Children, Load, RawResponse, Series, Server, WrkResult,
-    WrkSettings, ensure_wrk, gauge, http_get, metric_delta, mib, peak_rss_kib, pinning, proc_status_kib,
-    reset_peak_rss,
-    run_bench, run_wrk, scrape_metrics, start_baseline, start_redis, start_tenantsvc, stop_tenantsvc, text_table,
+    WrkSettings, ensure_wrk, gauge, http_get, machine_info, metric_delta, mib, peak_rss_kib, pinning,
+    proc_status_kib, reset_peak_rss, run_bench, run_wrk, scrape_metrics, start_baseline, start_redis,
+    start_tenantsvc, stop_tenantsvc, text_table,
 )
 
 SERVERS = ("tenantsvc", "baseline")
@@ -753,28 +752,15 @@ def wait_for_quiet(limit_s: int, threshold: float = 0.5) -> None:
     print(f"theme_bench: load average still {os.getloadavg()[0]:.2f}; going on", flush=True)
 
 
-def machine_info(wrk: str) -> dict[str, Any]:
-    """Where the figures were measured: CPU model and count, kernel, Python, Twisted and wrk versions."""
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
+def versions(wrk: str) -> dict[str, str | None]:
+    """Twisted's, wrk's and redis-server's versions, for ``machine_info``."""
     wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     twisted_version = subprocess.run([sys.executable, "-c", "import twisted; print(twisted.__version__)"],
                                      capture_output=True, text=True).stdout.strip()
     redis = shutil.which("redis-server")
     redis_version = subprocess.run([redis, "--version"], capture_output=True, text=True).stdout.strip() if redis else None
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "tenantsvc"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "twisted": twisted_version,
-            "wrk": wrk_version.split(" Copyright")[0].strip(),
-            "redis": redis_version.split(" sha=")[0] if redis_version else None,
-            "commit": commit + ("+uncommitted tenantsvc changes" if dirty else "")}
+    return {"twisted": twisted_version, "wrk": wrk_version.split(" Copyright")[0].strip(),
+            "redis": redis_version.split(" sha=")[0] if redis_version else None}
 
 
 def benchmark(args: argparse.Namespace, children: Children, workdir: Path) -> dict[str, Any]:
@@ -793,7 +779,7 @@ def benchmark(args: argparse.Namespace, children: Children, workdir: Path) -> di
           f"-c{args.connections} -d{args.duration}s, {args.runs} run(s), {args.warmup}s warm-up each; "
           f"about {estimated_seconds(args, endpoints) / 60:.1f} min", flush=True)
     started = time.monotonic()
-    machine = machine_info(wrk)
+    machine = machine_info(**versions(wrk))
 
     document: dict[str, Any] = {
         "benchmark": "theme_bench",
