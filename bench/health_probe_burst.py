@@ -33,39 +33,25 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import BenchError, Children, free_port, run_guarded, wait_until, write_results  # noqa: E402
+from harness import REPO, BenchError, Children, bench_parser, run_bench, start_tenantsvc  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from tests.support.http import http  # noqa: E402
+from tests.support.metrics import scraped_total  # noqa: E402
 
-TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
+
 ADMIN_TOKEN = "health-burst-admin-token-0123"
 DBNAME = "tenantsvc_health_burst"
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
-    """One GET over loopback: status and body (errors included)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:
-        return 0, b""
-
-
 def health_check_interactions(port: int) -> float:
     """``db_interactions_total{name="health_check"}`` summed over outcomes, from ``/metrics``."""
-    _, body = get(port, "/metrics")
-    return sum(float(line.rpartition(" ")[2]) for line in body.decode().splitlines()
-               if line.startswith("db_interactions_total{") and 'name="health_check"' in line)
+    page = http("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=10.0).body.decode()
+    return scraped_total(page, "db_interactions_total", name="health_check")
 
 
 def xact_commit(postgres: Any) -> int:
@@ -108,16 +94,13 @@ def measure(args: argparse.Namespace, children: Children, workdir: Path) -> dict
         postgres.start()
         redis.start()
         database_url = postgres.database_url(postgres.create_database(DBNAME))
-        port = free_port()
         code_dir = Path(args.code_dir).resolve() if args.code_dir else REPO
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(code_dir), "LANG": "C.UTF-8",
                "HOME": str(workdir), "DATABASE_URL": database_url, "REDIS_URL": redis.url,
                "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_FILE": str(workdir / "tenantsvc.log")}
-        argv = [args.python, "-c", TWISTD, "-n", "--pidfile=", "--logger=tenantsvc.obs.logging.twisted_observer",
-                "tenantsvc", "--role", "web", "--demo", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-        stdout, stderr = workdir / "tenantsvc.stdout", workdir / "tenantsvc.stderr"
-        proc = children.start(argv, cwd=workdir, env=env, stdout=stdout, stderr=stderr)
-        wait_until(lambda: get(port, "/readyz")[0] == 200, proc, "tenantsvc", [stderr, stdout])
+        server = start_tenantsvc(children, args.python, workdir, [], args=("--role", "web", "--demo"), env=env,
+                                 wait_for="readyz")
+        port, proc = server.port, server.proc
         time.sleep(1.5)  # let the start-up work's statistics reach pg_stat_database (flushed at most every 1 s)
         before = {"xact_commit": xact_commit(postgres), "redis": redis_calls(redis),
                   "health_check": health_check_interactions(port)}
@@ -155,27 +138,15 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk")
-    parser.add_argument("--code-dir", default="", help="run the server from this source tree (default: this one)")
-    parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--keep-temp", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print, write the JSON; children are always stopped."""
-    args = parse_args(argv)
-
-    def run(children: Children, workdir: Path) -> int:
-        document = measure(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "health-probe-burst")
-        return 0
-
-    return run_guarded("health_probe_burst", args.keep_temp, run)
+    return run_bench("health_probe_burst", parse_args(argv), measure, print_report)
 
 
 if __name__ == "__main__":

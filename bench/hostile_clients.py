@@ -44,13 +44,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import (  # noqa: E402
+from harness import (  # noqa: E402
     REPO, BenchError, Children, Server, ensure_wrk, metric_delta, mib, peak_rss_kib, proc_status_kib,
     reset_peak_rss, run_guarded, scrape_metrics, start_tenantsvc, stop_tenantsvc, write_results,
 )
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 from tests.support.hostile_clients import (  # noqa: E402
     KeepAliveClient, ReadinessWatcher, answer_to, connect, healthz_ms, peer_closed, pipelined_gets,
 )

@@ -44,9 +44,6 @@ sys.path.insert(0, str(REPO / "bench"))
 
 LOAD_THEME = b"/demo/api/public/load-theme"
 SPEC = Path(tempfile.gettempdir()) / "tenantsvc-inprocess-spec.json"
-SCRUBBED_PREFIXES = ("THEME_", "RATE_LIMIT_", "DB_", "REDIS_", "ACCESS_LOG_", "SESSION_")
-SCRUBBED = ("DATABASE_URL", "REDIS_URL", "PROCESS_TYPE", "PORT", "LOG_FILE", "ENVIRONMENT", "ADMIN_TOKEN",
-            "TRUSTED_PROXY_HEADER", "MAX_BODY_BYTES")
 
 
 def request_bytes(etag: bytes | None) -> bytes:
@@ -56,12 +53,11 @@ def request_bytes(etag: bytes | None) -> bytes:
 
 
 def production_env(workdir: Path, overrides: dict[str, str]) -> dict[str, str]:
-    """The environment ``theme_bench.py`` gives tenantsvc: defaults, a log file, an unlimited public bucket."""
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED and not k.startswith(SCRUBBED_PREFIXES)}
-    env.update({"RATE_LIMIT_PUBLIC": "1000000000/1000000000", "LOG_FILE": str(workdir / "tenantsvc.json"),
-                "DATABASE_URL": f"sqlite:///{workdir / 'tenantsvc.sqlite3'}"})
-    env.update(overrides)
-    return env
+    """The environment ``theme_bench.py`` gives tenantsvc (``harness.tenantsvc_env``), on a SQLite file here."""
+    from harness import tenantsvc_env
+
+    return tenantsvc_env(workdir / "tenantsvc.json", {"DATABASE_URL": f"sqlite:///{workdir / 'tenantsvc.sqlite3'}",
+                                                      **overrides})
 
 
 def build_tenantsvc(reactor: Any, workdir: Path, overrides: dict[str, str]) -> tuple[Any, Any]:

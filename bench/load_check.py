@@ -70,7 +70,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import re
 import resource
@@ -87,14 +86,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import (  # noqa: E402 - the helpers shared by the bench scripts
-    BenchError, Children, log_tails, cpu_ticks, free_port, pinning, run_guarded, wait_until, write_results)
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from harness import (  # noqa: E402 - the helpers shared by the bench scripts
+    REPO, BenchError, Children, cpu_ticks, log_tails, machine_info, pinning, run_bench, start_tenantsvc,
+    text_table)
 
 from bench.load_client import KINDS  # noqa: E402
+from tests.support.metrics import Series, sample_value, scraped_samples  # noqa: E402
 from tenantsvc.adapters.db import tenant_store, user_store  # noqa: E402
 from tenantsvc.adapters.db.dialects import dialect_for  # noqa: E402
 from tenantsvc.adapters.db.pool import Txn  # noqa: E402
@@ -105,7 +102,6 @@ from tenantsvc.services.health import select_one_txn  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 LOAD_CLIENT = REPO / "bench" / "load_client.py"
-TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
 DATABASE = "tenantsvc_load"
 PROBE_ROLE = "loadcheck_probe"
 SERVICE_ROLE = "postgres"  # PostgresServer's superuser, which the service connects as
@@ -186,23 +182,10 @@ def call(port: int, method: str, path: str, body: Any = None, headers: dict[str,
         connection.close()
 
 
-_SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-Series = tuple[str, tuple[tuple[str, str], ...]]
-
-
 def parse_metrics(text: str, only: tuple[str, ...] = ()) -> dict[Series, float]:
-    """Samples of a Prometheus text exposition keyed by (name, sorted labels); ``*_created`` left out."""
-    samples: dict[Series, float] = {}
-    for line in text.splitlines():
-        if only and not line.startswith(only):
-            continue
-        match = _SERIES.match(line)
-        if not match or match.group(1).endswith("_created"):
-            continue
-        labels = tuple(sorted(_LABEL.findall(match.group(2) or "")))
-        samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
+    """Samples of a ``/metrics`` page (prometheus_client's parser) keyed by (name, sorted labels), only the
+    names starting with one of ``only`` when given; ``*_created`` left out."""
+    return {key: value for key, value in scraped_samples(text).items() if not only or key[0].startswith(only)}
 
 
 def scrape(port: int, only: tuple[str, ...] = ()) -> dict[Series, float]:
@@ -211,14 +194,6 @@ def scrape(port: int, only: tuple[str, ...] = ()) -> dict[Series, float]:
     if status != 200:
         raise BenchError(f"/metrics answered {status}")
     return parse_metrics(body.decode("utf-8", errors="replace"), only)
-
-
-def first(samples: dict[Series, float], metric: str, **where: str) -> float | None:
-    """The first sample of ``metric`` whose labels include ``where``."""
-    for (name, labels), value in samples.items():
-        if name == metric and all(dict(labels).get(k) == v for k, v in where.items()):
-            return value
-    return None
 
 
 def grew(before: dict[Series, float], after: dict[Series, float], metric: str, by: tuple[str, ...],
@@ -513,23 +488,17 @@ def server_sql_per_interaction(probe: SqlProbe, statements: dict[str, dict[str, 
 # tenantsvc
 
 
-def start_tenantsvc(args: argparse.Namespace, children: Children, workdir: Path, pin: list[str],
-                    database_url: str, admin_token: str) -> tuple[subprocess.Popen, int, Path]:
+def start_service(args: argparse.Namespace, children: Children, workdir: Path, pin: list[str],
+                  database_url: str, admin_token: str) -> tuple[subprocess.Popen, int, Path]:
     """Start ``twistd -n tenantsvc --role web`` against Postgres, pinned; wait for /readyz; return proc, port, log."""
-    port = free_port()
     log_file = workdir / "tenantsvc.log"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8",
            "HOME": str(workdir), "DATABASE_URL": database_url, "ADMIN_TOKEN": admin_token,
            "DB_WEB_POOL_MAX": str(args.pool_max), "LOG_FILE": str(log_file),
            "THEME_CACHE_TTL": f"{args.theme_ttl:g}"}
     env.update({name: UNLIMITED for name in RATE_LIMIT_VARIABLES})
-    argv = pin + [args.python, "-c", TWISTD, "-n", "--pidfile=", "--logger=tenantsvc.obs.logging.twisted_observer",
-                  "tenantsvc", "--role", "web", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-    stdout, stderr = workdir / "tenantsvc.stdout", workdir / "tenantsvc.stderr"
-    proc = children.start(argv, cwd=workdir, env=env, stdout=stdout, stderr=stderr)
-    wait_until(lambda: call(port, "GET", "/readyz", timeout_s=2.0)[0] == 200, proc, "tenantsvc",
-               [stderr, stdout, log_file])
-    return proc, port, log_file
+    server = start_tenantsvc(children, args.python, workdir, pin, args=("--role", "web"), env=env, wait_for="readyz")
+    return server.proc, server.port, log_file
 
 
 def seed(port: int, admin_token: str, tenant_count: int, user_count: int) -> tuple[list[str], list[dict[str, Any]], float]:
@@ -607,10 +576,10 @@ def pool_sample(port: int) -> dict[str, float | None]:
     """The pool gauges and the breaker state from one /metrics scrape."""
     samples = scrape(port, only=("db_pool_usage_percent", "db_pool_waiting_connections", "db_active_connections",
                                  "circuit_breaker_state"))
-    return {"usage_percent": first(samples, "db_pool_usage_percent"),
-            "waiting": first(samples, "db_pool_waiting_connections"),
-            "active": first(samples, "db_active_connections"),
-            "breaker_state": first(samples, "circuit_breaker_state", breaker_name="db_pool")}
+    return {"usage_percent": sample_value(samples, "db_pool_usage_percent"),
+            "waiting": sample_value(samples, "db_pool_waiting_connections"),
+            "active": sample_value(samples, "db_active_connections"),
+            "breaker_state": sample_value(samples, "circuit_breaker_state", breaker_name="db_pool")}
 
 
 def series_stats(values: list[float]) -> dict[str, float | None]:
@@ -829,24 +798,11 @@ def analyse(args: argparse.Namespace, seen: dict[str, Any], idle: dict[str, Any]
     }
 
 
-def machine_info(python: str) -> dict[str, Any]:
-    """CPU, kernel, versions and the commit, for the results file."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
-    versions = subprocess.run([python, "-c", "import twisted, psycopg2; print(twisted.__version__); "
-                               "print(psycopg2.__version__.split()[0])"], capture_output=True, text=True).stdout.split()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "tenantsvc"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "twisted": versions[0] if versions else None,
-            "psycopg2": versions[1] if len(versions) > 1 else None,
-            "commit": commit + ("+uncommitted tenantsvc changes" if dirty else "")}
+def versions(python: str) -> dict[str, str | None]:
+    """Twisted's and psycopg2's versions under ``python``, for ``machine_info``."""
+    found = subprocess.run([python, "-c", "import twisted, psycopg2; print(twisted.__version__); "
+                            "print(psycopg2.__version__.split()[0])"], capture_output=True, text=True).stdout.split()
+    return {"twisted": found[0] if found else None, "psycopg2": found[1] if len(found) > 1 else None}
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -881,7 +837,7 @@ def check(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
           f"{f', capped at {args.rate:g} req/s' if args.rate else ', closed loop'}; pool max {args.pool_max}",
           flush=True)
     started = time.monotonic()
-    machine = machine_info(args.python)
+    machine = machine_info(**versions(args.python))
     server, statements_on = start_postgres()
     args.statements = statements_on
     if load_pin and args.postgres_cpu >= 0:
@@ -891,7 +847,7 @@ def check(args: argparse.Namespace, children: Children, workdir: Path) -> dict[s
     try:
         database_url = server.database_url(DATABASE)
         admin_token = secrets.token_urlsafe(24)
-        proc, port, log_file = start_tenantsvc(args, children, workdir, server_pin, database_url, admin_token)
+        proc, port, log_file = start_service(args, children, workdir, server_pin, database_url, admin_token)
         if load_pin:
             os.sched_setaffinity(0, {args.load_cpu})  # this script's samplers and probe stay off the server's CPU
         tenants, users, seed_s = seed(port, admin_token, args.tenants, args.users)
@@ -967,18 +923,6 @@ def _le(seconds: float | None) -> str:
     return "-" if seconds is None else f"≤{_ms(seconds, 1 if seconds >= 0.001 else 2)}"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    lines = [header] + rows
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = []
-    for i, line in enumerate(lines):
-        out.append("  ".join(str(c).ljust(widths[j]) if j == 0 else str(c).rjust(widths[j])
-                             for j, c in enumerate(line)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
-
-
 def print_report(doc: dict[str, Any]) -> None:
     """Print the figures, the tables and the PASS/FAIL lines."""
     settings, machine, pool, requests = doc["settings"], doc["machine"], doc["pool"], doc["requests"]
@@ -1012,7 +956,7 @@ def print_report(doc: dict[str, Any]) -> None:
         rows.append((kind, f"{data['requests']:,}", ", ".join(f"{c}: {n:,}" for c, n in data["statuses"].items()),
                      str(sum(data["transport_errors"].values())), f"{lat['p50']:.2f}", f"{lat['p99']:.2f}",
                      f"{lat['max']:.1f}"))
-    for line in _table(("kind", "requests", "statuses", "errors", "p50 ms", "p99 ms", "max ms"), rows):
+    for line in text_table(("kind", "requests", "statuses", "errors", "p50 ms", "p99 ms", "max ms"), rows):
         print("  " + line)
     print(f"  tenantsvc's own http_requests_total by status over the window: "
           f"{', '.join(f'{k}: {v:,}' for k, v in requests['server_counted_by_status'].items())}")
@@ -1048,7 +992,7 @@ def print_report(doc: dict[str, Any]) -> None:
                      _ms(d and d["commit_mean_s"], 3)))
     header = ("interaction", "count", "hold mean", "hold p99", "log p99", "log max", "wait mean", "wait p99",
               "SQL mean", "SQL p99", "SQL max", "SQL idle", "server", "trips", "hold-SQL", "COMMIT")
-    for line in _table(header, rows):
+    for line in text_table(header, rows):
         print("  " + line)
     print("  adbapi sends COMMIT after Database._in_thread returns: neither db_connection_hold_seconds nor the in-use")
     print("  count (db_pool_usage_percent, the breaker's pressure) includes the COMMIT round trip.")
@@ -1127,20 +1071,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def failed_checks(document: dict[str, Any]) -> bool:
+    """True when a check failed (pool at the breaker's threshold, a 5xx, or a hold longer than its SQL)."""
+    checks = document["checks"]
+    return (not checks["pool_usage"]["met"] or not checks["no_5xx"]["met"]
+            or any(c["met"] is False for c in checks["hold_vs_sql"].values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check, print the report, write the JSON; children and Postgres are always stopped."""
     args = parse_args(argv)
+    return run_bench("load_check", args, check, print_report,
+                     lambda document: 3 if args.strict and failed_checks(document) else 0)
 
-    def run(children: Children, workdir: Path) -> int:
-        document = check(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "load-check")
-        checks = document["checks"]
-        failed = (not checks["pool_usage"]["met"] or not checks["no_5xx"]["met"]
-                  or any(c["met"] is False for c in checks["hold_vs_sql"].values()))
-        return 3 if failed and args.strict else 0
-
-    return run_guarded("load_check", args.keep_temp, run)
 
 if __name__ == "__main__":
     sys.exit(main())

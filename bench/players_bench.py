@@ -49,9 +49,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redis_freeze import PASSWORD, TENANT, Connection, first_price, login, session_cookie  # noqa: E402
-from theme_bench import (  # noqa: E402
-    BenchError, Children, pinning, run_guarded, scrape_metrics, start_redis, start_tenantsvc, wait_until,
-    write_results,
+from harness import (  # noqa: E402
+    BenchError, Children, bench_parser, pinning, run_bench, scrape_metrics, start_redis, start_tenantsvc,
+    wait_until,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -258,7 +258,7 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of each phase")
     parser.add_argument("--players", type=int, default=20, help="players, each from its own address (max 200)")
     parser.add_argument("--think", type=float, default=2.0, help="mean think time between a player's actions")
@@ -266,12 +266,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis", action="store_true", help="with a throwaway redis-server (fleet-wide limiter)")
     parser.add_argument("--redis-url", default="", help="with this (throwaway, loopback) Redis instead of starting one")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--code-dir", default="", help="run the server from this source tree (default: this one)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
-    parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--keep-temp", action="store_true")
     args = parser.parse_args(argv)
     if not 1 <= args.players <= 200:
         parser.error("--players must be 1-200 (one 127.0.0.x address each)")
@@ -280,15 +276,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print, write the JSON; children are always stopped."""
-    args = parse_args(argv)
-
-    def run(children: Children, workdir: Path) -> int:
-        document = measure(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "players-bench")
-        return 0
-
-    return run_guarded("players_bench", args.keep_temp, run)
+    return run_bench("players_bench", parse_args(argv), measure, print_report)
 
 
 if __name__ == "__main__":

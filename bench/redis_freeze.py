@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from theme_bench import BenchError, Children, free_port, run_guarded, wait_until, write_results  # noqa: E402
+from harness import (  # noqa: E402
+    REPO, BenchError, Children, bench_parser, run_bench, start_tenantsvc, wait_until,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from tests.support.metrics import scraped_samples  # noqa: E402
 
-TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
 ADMIN_TOKEN = "redis-freeze-admin-token-0123"
 TENANT = "demo"
 PASSWORD = "redis freeze password"
@@ -229,31 +228,23 @@ def _well_formed(status: int, headers: dict[str, str], body: bytes) -> bool:
 def start_server(args: argparse.Namespace, children: Children, workdir: Path, database_url: str,
                  redis_url: str) -> int:
     """``twistd -n tenantsvc --role all --demo`` on a free port; waits for /readyz and the demo odds."""
-    port = free_port()
-    log_file = workdir / "tenantsvc.log"
     code_dir = Path(args.code_dir).resolve() if args.code_dir else REPO
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(code_dir), "LANG": "C.UTF-8",
            "HOME": str(workdir), "DATABASE_URL": database_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-           "LOG_FILE": str(log_file), **{name: UNLIMITED for name in RATE_LIMIT_VARIABLES}}
-    argv = [args.python, "-c", TWISTD, "-n", "--pidfile=", "--logger=tenantsvc.obs.logging.twisted_observer",
-            "tenantsvc", "--role", "all", "--demo", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-    stdout, stderr = workdir / "tenantsvc.stdout", workdir / "tenantsvc.stderr"
-    proc = children.start(argv, cwd=workdir, env=env, stdout=stdout, stderr=stderr)
-    logs = [stderr, stdout, log_file]
-    wait_until(lambda: Connection(port).request("GET", "/readyz")[0] == 200, proc, "tenantsvc", logs)
-    wait_until(lambda: bool(first_price(port)), proc, "the demo odds", logs)
+           "LOG_FILE": str(workdir / "tenantsvc.log"), **{name: UNLIMITED for name in RATE_LIMIT_VARIABLES}}
+    server = start_tenantsvc(children, args.python, workdir, [], args=("--role", "all", "--demo"), env=env,
+                             wait_for="readyz")
+    wait_until(lambda: bool(first_price(server.port)), server.proc, "the demo odds", server.logs)
+    port = server.port
     return port
 
 
 def scrape(port: int) -> dict[str, float]:
     """The Redis breaker's and the limiters' samples from ``/metrics`` (``name{labels}`` → value)."""
     _, _, body = Connection(port).request("GET", "/metrics")
-    samples = {}
-    for line in body.decode("utf-8").splitlines():
-        if line.startswith(METRICS) and ('breaker_name="redis"' in line or not line.startswith("circuit_")):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return {name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else ""): value
+            for (name, labels), value in scraped_samples(body.decode("utf-8")).items()
+            if name.startswith(METRICS) and (("breaker_name", "redis") in labels or not name.startswith("circuit_"))}
 
 
 def figures(answers: list[Answer]) -> dict[str, Any]:
@@ -340,7 +331,7 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--before", type=float, default=3.0, help="seconds of traffic before the freeze")
     parser.add_argument("--freeze", type=float, default=5.0, help="seconds Redis stays frozen")
     parser.add_argument("--after-max", type=float, default=20.0, help="longest wait for recovery after the thaw")
@@ -348,24 +339,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=0.05, help="seconds each loop waits between requests")
     for kind, default in (("me", 4), ("login", 2), ("bet", 2), ("theme", 1)):
         parser.add_argument(f"--{kind}", type=int, default=default, help=f"{kind} loops")
-    parser.add_argument("--code-dir", default="", help="run the server from this source tree (default: this one)")
-    parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--keep-temp", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print, write the JSON; children are always stopped."""
-    args = parse_args(argv)
-
-    def run(children: Children, workdir: Path) -> int:
-        document = measure(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "redis-freeze")
-        return 0
-
-    return run_guarded("redis_freeze", args.keep_temp, run)
+    return run_bench("redis_freeze", parse_args(argv), measure, print_report)
 
 
 if __name__ == "__main__":

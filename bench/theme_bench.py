@@ -52,51 +52,35 @@ import base64
 import http.client
 import json
 import os
-import platform
-import re
-import resource
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "bench" / "results"
-BASELINE_SERVER = REPO / "bench" / "baseline_server.py"
-LOAD_THEME = "/demo/api/public/load-theme"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402 - the bench runner over tests/support
+    LOAD_THEME, MIB, REPO, RESULTS_DIR, BenchError, Children, Load, RawResponse, Series, Server, WrkResult,
+    WrkSettings, ensure_wrk, gauge, http_get, machine_info, metric_delta, mib, peak_rss_kib, pinning,
+    proc_status_kib, reset_peak_rss, run_bench, run_wrk, scrape_metrics, start_baseline, start_redis,
+    start_tenantsvc, stop_tenantsvc, text_table,
+)
+
 SERVERS = ("tenantsvc", "baseline")
 SCENARIOS = ("warm", "304", "css", "healthz", "cold", "memory")
 DEFAULT_SCENARIOS = "warm,304,css,cold,memory"
 # Written by twisted.web itself for both servers (Connection only appears because the capture closes).
 AUTOMATIC_HEADERS = frozenset({"server", "date", "content-length", "transfer-encoding", "connection"})
-# Variables that would point the benchmarked process somewhere other than the embedded default, or change
-# what is measured. The tenant-scale scenarios set some of them again explicitly.
-SCRUBBED_ENV = ("DATABASE_URL", "REDIS_URL", "PROCESS_TYPE", "PORT", "LOG_FILE", "ENVIRONMENT", "ADMIN_TOKEN",
-                "PGBOUNCER_ADMIN_URL", "TRUSTED_PROXY_HEADER", "MAX_BODY_BYTES")
-SCRUBBED_PREFIXES = ("THEME_", "RATE_LIMIT_", "DB_", "REDIS_", "ACCESS_LOG_", "SESSION_")
-# The public routes are rate limited per tenant (100 requests, then 2/s, by default). One tenant loaded
-# at thousands of requests a second would be over the limit after 0.1 s and get the limited answer (200,
-# X-Rate-Limited, a shorter Cache-Control) instead of the warm hit. The limiter still runs on every
-# request, with a bucket that never empties: its cost is measured, its verdict does not change the answer.
-UNLIMITED_PUBLIC = {"RATE_LIMIT_PUBLIC": "1000000000/1000000000"}
-TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
 SETTLE_S = 1.0  # idle time before an "at idle" memory reading
-MIB = 1024  # KiB per MiB
 RSS_GOAL_MIB = 100
 WARM_RATIO_GOAL = 0.75
 TENANT_PATH = "/bench-{:05d}/api/public/load-theme"
@@ -119,10 +103,6 @@ end
 """
 
 
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (a server did not start, wrk failed, …); the message says why."""
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """One per-round scenario: a path loaded on both servers, optionally with ``If-None-Match``."""
@@ -139,376 +119,6 @@ ENDPOINTS = (
     Endpoint("theme.css", "css", "/demo/api/public/theme.css"),
     Endpoint("healthz", "healthz", "/healthz"),
 )
-
-
-# --------------------------------------------------------------------------------------------------
-# Child processes
-
-
-class Children:
-    """Every child process this script started, each in its own session so it can be killed as a group."""
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> subprocess.Popen:
-        """Start ``argv`` in a new session with its output going to the given files."""
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        self._procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM the child's process group, wait up to ``timeout_s``, then SIGKILL it; returns the exit code."""
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        else:
-            _signal_group(proc, signal.SIGKILL)  # stragglers in the group, if any
-        if proc in self._procs:
-            self._procs.remove(proc)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        """Stop every child still tracked, newest first."""
-        for proc in reversed(list(self._procs)):
-            try:
-                self.stop(proc, timeout_s=5.0)
-            except Exception as error:  # cleanup must go on for the others
-                sys.stderr.write(f"{Path(sys.argv[0]).stem}: could not stop pid {proc.pid}: {error}\n")
-
-
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(proc.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Environment checks
-
-
-def ensure_wrk() -> str:
-    """Return the path of ``wrk``, installing it with apt-get (non-interactively) if it is missing."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("theme_bench: wrk is missing; installing it with apt-get", flush=True)
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        if not shutil.which("sudo"):
-            raise BenchError("wrk is not installed and this user cannot run apt-get; install wrk and retry")
-        prefix = ["sudo", "-n"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (prefix + ["apt-get", "update", "-qq"],
-                 prefix + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"]):
-        result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} failed with exit code {result.returncode}")
-    found = shutil.which("wrk")
-    if not found:
-        raise BenchError("apt-get reported success but wrk is still not on PATH")
-    return found
-
-
-def pinning(server_cpu: int, load_cpu: int, load_name: str = "wrk") -> tuple[list[str], list[str], str]:
-    """The ``taskset`` prefixes for the server and for the load (``load_name``), plus a note; no pinning if
-    it is impossible. Shared by the bench scripts."""
-    taskset = shutil.which("taskset")
-    allowed = os.sched_getaffinity(0)
-    if taskset is None:
-        return [], [], "taskset not found: processes are not pinned"
-    if server_cpu == load_cpu or not {server_cpu, load_cpu} <= allowed:
-        return [], [], (f"CPUs {server_cpu} and {load_cpu} are not two distinct usable CPUs "
-                        f"(usable: {sorted(allowed)}): processes are not pinned")
-    return ([taskset, "-c", str(server_cpu)], [taskset, "-c", str(load_cpu)],
-            f"server on CPU {server_cpu}, {load_name} on CPU {load_cpu}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --------------------------------------------------------------------------------------------------
-# Raw HTTP, so captured responses are exactly what went over the wire
-
-
-@dataclass
-class RawResponse:
-    """One HTTP/1.1 response as bytes: status, headers in wire order, body and total size."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    wire_bytes: int
-
-    def header(self, name: str) -> str | None:
-        """The first header called ``name`` (case-insensitive), or None."""
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-
-def http_get(port: int, path: str, headers: Iterable[tuple[str, str]] = (), timeout_s: float = 5.0) -> RawResponse:
-    """GET ``path`` from 127.0.0.1:``port`` with ``Connection: close`` and parse the raw response."""
-    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Connection: close\r\n\r\n".encode("latin-1")
-    chunks = []
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        sock.sendall(request)
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    raw = b"".join(chunks)
-    head, separator, body = raw.partition(b"\r\n\r\n")
-    if not separator:
-        raise BenchError(f"incomplete HTTP response from port {port} for {path}")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    parsed = [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:])]
-    response = RawResponse(status=status, headers=parsed, body=body, wire_bytes=len(raw))
-    if (response.header("transfer-encoding") or "").lower() == "chunked":
-        response.body = _dechunk(body)
-    return response
-
-
-def _dechunk(data: bytes) -> bytes:
-    out, position = [], 0
-    while True:
-        line_end = data.index(b"\r\n", position)
-        size = int(data[position:line_end].split(b";")[0], 16)
-        if size == 0:
-            return b"".join(out)
-        out.append(data[line_end + 2: line_end + 2 + size])
-        position = line_end + 2 + size + 2
-
-
-def wait_until(check: Callable[[], bool], proc: subprocess.Popen, what: str, logs: list[Path],
-               timeout_s: float = START_TIMEOUT_S, poll_s: float = 0.1) -> None:
-    """Poll ``check()`` until it is true; fail early if ``proc`` exits, or after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with code {proc.returncode} before it was ready\n{log_tails(logs)}")
-        try:
-            if check():
-                return
-        except (OSError, BenchError, ValueError, IndexError):
-            pass
-        time.sleep(poll_s)
-    raise BenchError(f"{what} was not ready after {timeout_s:.0f}s\n{log_tails(logs)}")
-
-
-def log_tails(paths: list[Path], lines: int = 8, width: int = 400) -> str:
-    """The last lines of each log file, to explain why a child process failed."""
-    parts = []
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-        except OSError:
-            continue
-        if text:
-            shown = [line if len(line) <= width else line[:width] + " …" for line in text]
-            parts.append(f"--- last lines of {path.name} ---\n" + "\n".join(shown))
-    return "\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------
-# /proc and /metrics
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` (every thread) in clock ticks, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields_ = handle.read().rsplit(")", 1)[1].split()
-        return int(fields_[11]) + int(fields_[12])  # utime + stime, every thread included
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``/proc/PID/status`` size in KiB: ``VmRSS`` (resident now) or ``VmHWM`` (peak resident)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def peak_rss_kib(pid: int) -> int | None:
-    """The process's peak resident set size (VmHWM) in KiB, if /proc has it."""
-    return proc_status_kib(pid, "VmHWM")
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (``/proc/PID/clear_refs``, Linux 4.0+); False if refused."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def mib(kib: int | None) -> float | None:
-    """KiB → MiB, one decimal."""
-    return round(kib / MIB, 1) if kib is not None else None
-
-
-_SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-Series = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def scrape_metrics(port: int) -> dict[Series, float]:
-    """Every sample of ``/metrics`` (``*_created`` series left out), keyed by name and sorted labels."""
-    response = http_get(port, "/metrics", timeout_s=10.0)
-    if response.status != 200:
-        raise BenchError(f"/metrics answered {response.status}")
-    samples: dict[Series, float] = {}
-    for line in response.body.decode("utf-8", errors="replace").splitlines():
-        match = _SERIES.match(line)
-        if not match or match.group(1).endswith("_created"):
-            continue
-        labels = tuple(sorted(_LABEL.findall(match.group(2) or "")))
-        samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
-
-
-def metric_delta(before: dict[Series, float], after: dict[Series, float], metric: str, by: str,
-                 **where: str) -> dict[str, int]:
-    """How much ``metric`` grew between two scrapes, per value of label ``by``, for samples matching ``where``."""
-    out: Counter[str] = Counter()
-    for (series, labels), value in after.items():
-        if series != metric:
-            continue
-        label_map = dict(labels)
-        if any(label_map.get(k) != v for k, v in where.items()):
-            continue
-        grew = value - before.get((series, labels), 0.0)
-        if grew:
-            out[label_map.get(by, "")] += int(round(grew))
-    return dict(sorted(out.items()))
-
-
-def gauge(samples: dict[Series, float], metric: str, **where: str) -> float | None:
-    """The first sample of ``metric`` whose labels include ``where``."""
-    for (series, labels), value in samples.items():
-        if series == metric and all(dict(labels).get(k) == v for k, v in where.items()):
-            return value
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
-# The servers
-
-
-@dataclass
-class Server:
-    """A started server: its process, port and where its output goes."""
-
-    name: str
-    proc: subprocess.Popen
-    port: int
-    logs: list[Path]
-    log_file: Path | None = None
-    ready_after_s: float | None = None  # from spawn to ready (demo theme cached, or /readyz 200)
-
-
-def start_tenantsvc(children: Children, python: str, cwd: Path, pin: list[str], *,
-                    env_extra: dict[str, str] | None = None, wait_for: str = "demo_hit") -> Server:
-    """Start tenantsvc (embedded SQLite in ``cwd``, logging to a file there) and wait until it is ready.
-
-    ``wait_for="demo_hit"``: until load-theme answers with ``Cache-Status: tenantsvc; hit`` (until the
-    first warm has run it answers with the default palette, which is not what the baseline should
-    replay); ``wait_for="readyz"``: until ``/readyz`` answers 200 (after the start-up warm).
-    """
-    cwd.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_file = cwd / "tenantsvc.json"
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV and not k.startswith(SCRUBBED_PREFIXES)}
-    env.update(UNLIMITED_PUBLIC)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["LOG_FILE"] = str(log_file)
-    env.update(env_extra or {})
-    argv = pin + [python, "-c", TWISTD, "-n", "--pidfile=", "--logger=tenantsvc.obs.logging.twisted_observer",
-                  "tenantsvc", "--demo", "--listen", f"tcp:{port}:interface=127.0.0.1"]
-    stdout, stderr = cwd / "tenantsvc.stdout", cwd / "tenantsvc.stderr"
-    spawned = time.monotonic()
-    proc = children.start(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
-    server = Server("tenantsvc", proc, port, [stderr, stdout, log_file], log_file)
-
-    def demo_theme_cached() -> bool:
-        response = http_get(port, LOAD_THEME)
-        return response.status == 200 and "hit" in (response.header("cache-status") or "")
-
-    def ready() -> bool:
-        return http_get(port, "/readyz").status == 200
-
-    wait_until(demo_theme_cached if wait_for == "demo_hit" else ready, proc, "tenantsvc", server.logs,
-               poll_s=0.05)
-    server.ready_after_s = round(time.monotonic() - spawned, 2)
-    return server
-
-
-def stop_tenantsvc(children: Children, server: Server) -> int | None:
-    """SIGTERM tenantsvc (it drains and exits); report an unclean exit."""
-    code = children.stop(server.proc)
-    if code not in (0, None, -signal.SIGTERM):  # plain twistd re-raises SIGTERM after a clean stop
-        print(f"theme_bench: tenantsvc exited with code {code} on SIGTERM", flush=True)
-    return code
-
-
-def start_baseline(children: Children, python: str, workdir: Path, pin: list[str], spec_path: Path) -> Server:
-    """Start the replaying twisted.web baseline and wait until it answers."""
-    port = free_port()
-    argv = pin + [python, str(BASELINE_SERVER), "--spec", str(spec_path), "--port", str(port)]
-    stdout, stderr = workdir / "baseline.stdout", workdir / "baseline.stderr"
-    spawned = time.monotonic()
-    proc = children.start(argv, cwd=workdir, env=dict(os.environ), stdout=stdout, stderr=stderr)
-    server = Server("baseline", proc, port, [stderr, stdout])
-    wait_until(lambda: http_get(port, "/").status > 0, proc, "baseline server", server.logs)
-    server.ready_after_s = round(time.monotonic() - spawned, 2)
-    return server
-
-
-def start_redis(children: Children, redis_server: str, workdir: Path, pin: list[str]) -> tuple[subprocess.Popen, int]:
-    """A throwaway redis-server on a free loopback port, without persistence; returns it and its port."""
-    port = free_port()
-    directory = workdir / "redis"
-    directory.mkdir(exist_ok=True)
-    argv = pin + [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(directory)]
-    logs = [directory / "redis.stdout", directory / "redis.stderr"]
-    proc = children.start(argv, cwd=directory, env=dict(os.environ), stdout=logs[0], stderr=logs[1])
-
-    def pong() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-
-    wait_until(pong, proc, "redis-server", logs, timeout_s=15.0)
-    return proc, port
 
 
 # --------------------------------------------------------------------------------------------------
@@ -550,7 +160,7 @@ def replay_entry(response: RawResponse) -> dict[str, Any]:
     """A captured response as a ``baseline_server.py`` spec entry."""
     return {
         "status": response.status,
-        "headers": [[k, v] for k, v in response.headers if k.lower() not in AUTOMATIC_HEADERS],
+        "headers": [[k, v] for k, v in response.wire_headers if k.lower() not in AUTOMATIC_HEADERS],
         "body_b64": base64.b64encode(response.body).decode("ascii"),
         "chunked": written_without_length(response),
     }
@@ -573,7 +183,7 @@ def compare(ours: RawResponse, theirs: RawResponse) -> dict[str, Any]:
         "status_equal": ours.status == theirs.status,
         "body_identical": ours.body == theirs.body,
         "body_bytes": len(ours.body),
-        "header_names_equal": [k for k, _ in ours.headers] == [k for k, _ in theirs.headers],
+        "header_names_equal": [k for k, _ in ours.wire_headers] == [k for k, _ in theirs.wire_headers],
         "wire_bytes_tenantsvc": ours.wire_bytes,
         "wire_bytes_baseline": theirs.wire_bytes,
     }
@@ -598,136 +208,6 @@ def print_check(name: str, check: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # wrk
-
-
-@dataclass
-class WrkResult:
-    """What one wrk run measured."""
-
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    socket_errors: int
-    non_2xx_3xx: int
-    bytes_per_response: float | None = None  # wrk's total read ÷ requests (wrk rounds the total to 0.01 unit)
-    server_cpu_us_per_request: float | None = None
-    other_cpu_pct: float | None = None  # CPU used by everything but the server and wrk (100 = one CPU)
-    steal_pct: float | None = None  # time the hypervisor gave our vCPUs to someone else (100 = one CPU)
-    raw: str = field(default="", repr=False)
-
-
-_UNITS_BYTES = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-_DURATION = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
-
-
-def _to_ms(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise BenchError(f"cannot parse wrk latency {text!r}")
-    return float(match.group(1)) * _UNITS_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    """Pull requests/s, p50, p99, request count and errors out of ``wrk --latency`` output."""
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    total = re.search(r"^\s+(\d+) requests in [^,]+, ([\d.]+)([KMGT]?B) read", output, re.M)
-    if not (rps and p50 and p99 and total):
-        raise BenchError(f"cannot parse wrk output:\n{output}")
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return WrkResult(
-        requests_per_s=float(rps.group(1)),
-        p50_ms=_to_ms(p50.group(1)),
-        p99_ms=_to_ms(p99.group(1)),
-        requests=int(total.group(1)),
-        bytes_per_response=round(float(total.group(2)) * _UNITS_BYTES[total.group(3)] / int(total.group(1)), 1)
-        if int(total.group(1)) else None,
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
-        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
-        raw=output,
-    )
-
-
-@dataclass(frozen=True)
-class Load:
-    """What wrk sends: a path (with extra headers), or a Lua script and its arguments."""
-
-    path: str = "/"
-    headers: tuple[tuple[str, str], ...] = ()
-    script: Path | None = None
-    script_args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class WrkSettings:
-    """wrk's binary, CPU pinning and shape (threads, connections)."""
-
-    wrk: str
-    pin: list[str]
-    connections: int
-    threads: int
-    workdir: Path
-
-
-def run_wrk(children: Children, settings: WrkSettings, server: Server, load: Load, duration_s: int) -> WrkResult:
-    """Load ``server`` with wrk for ``duration_s`` and measure server CPU per request."""
-    argv = settings.pin + [settings.wrk, f"-t{settings.threads}", f"-c{settings.connections}", f"-d{duration_s}s",
-                           "--latency"]
-    for name, value in load.headers:
-        argv += ["-H", f"{name}: {value}"]
-    if load.script is not None:
-        argv += ["-s", str(load.script)]
-    argv.append(f"http://127.0.0.1:{server.port}{load.path}")
-    if load.script_args:
-        argv += ["--", *load.script_args]
-    output = settings.workdir / "wrk.out"
-    output.write_bytes(b"")
-    before = cpu_ticks(server.proc.pid)
-    machine_before, children_before, started = _machine_ticks(), _children_cpu_s(), time.monotonic()
-    proc = children.start(argv, cwd=settings.workdir, env=dict(os.environ), stdout=output, stderr=output)
-    try:
-        proc.wait(duration_s + 30)
-    except subprocess.TimeoutExpired:
-        children.stop(proc)
-        raise BenchError(f"wrk did not finish within {duration_s + 30}s") from None
-    children.stop(proc)
-    after = cpu_ticks(server.proc.pid)
-    machine_after, children_after, elapsed = _machine_ticks(), _children_cpu_s(), time.monotonic() - started
-    text = output.read_text(encoding="utf-8", errors="replace")
-    if proc.returncode != 0:
-        raise BenchError(f"wrk exited with code {proc.returncode}:\n{text}")
-    if server.proc.poll() is not None:
-        raise BenchError(f"{server.name} died under load (exit {server.proc.returncode})\n{log_tails(server.logs)}")
-    result = parse_wrk(text)
-    tick = os.sysconf("SC_CLK_TCK")
-    if before is not None and after is not None and result.requests:
-        result.server_cpu_us_per_request = round((after - before) / tick * 1e6 / result.requests, 1)
-    if before is not None and after is not None and machine_before and machine_after and elapsed > 0:
-        busy = (machine_after[0] - machine_before[0]) / tick
-        other = busy - (after - before) / tick - (children_after - children_before)
-        result.other_cpu_pct = round(max(other, 0.0) / elapsed * 100, 1)
-        result.steal_pct = round((machine_after[1] - machine_before[1]) / tick / elapsed * 100, 1)
-    return result
-
-
-def _machine_ticks() -> tuple[int, int] | None:
-    """All CPUs' busy ticks (user, nice, system, irq, softirq) and stolen ticks, from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as handle:
-            values = [int(v) for v in handle.readline().split()[1:]]
-        return values[0] + values[1] + values[2] + values[5] + values[6], values[7]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds of this script's reaped children (wrk is reaped at the end of its run)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def measure(children: Children, settings: WrkSettings, server: Server, load: Load, *, duration_s: int,
@@ -755,7 +235,7 @@ def measure(children: Children, settings: WrkSettings, server: Server, load: Loa
 
 def keep_alive_size(response: RawResponse) -> int:
     """The captured response's size on the wire without its ``Connection: close`` header (wrk keeps alive)."""
-    return response.wire_bytes - sum(len(f"{k}: {v}\r\n") for k, v in response.headers if k.lower() == "connection")
+    return response.wire_bytes - sum(len(f"{k}: {v}\r\n") for k, v in response.wire_headers if k.lower() == "connection")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1272,28 +752,15 @@ def wait_for_quiet(limit_s: int, threshold: float = 0.5) -> None:
     print(f"theme_bench: load average still {os.getloadavg()[0]:.2f}; going on", flush=True)
 
 
-def machine_info(wrk: str) -> dict[str, Any]:
-    """Where the figures were measured: CPU model and count, kernel, Python, Twisted and wrk versions."""
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    except OSError:
-        pass
+def versions(wrk: str) -> dict[str, str | None]:
+    """Twisted's, wrk's and redis-server's versions, for ``machine_info``."""
     wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     twisted_version = subprocess.run([sys.executable, "-c", "import twisted; print(twisted.__version__)"],
                                      capture_output=True, text=True).stdout.strip()
     redis = shutil.which("redis-server")
     redis_version = subprocess.run([redis, "--version"], capture_output=True, text=True).stdout.strip() if redis else None
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "tenantsvc"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu_model": model, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "twisted": twisted_version,
-            "wrk": wrk_version.split(" Copyright")[0].strip(),
-            "redis": redis_version.split(" sha=")[0] if redis_version else None,
-            "commit": commit + ("+uncommitted tenantsvc changes" if dirty else "")}
+    return {"twisted": twisted_version, "wrk": wrk_version.split(" Copyright")[0].strip(),
+            "redis": redis_version.split(" sha=")[0] if redis_version else None}
 
 
 def benchmark(args: argparse.Namespace, children: Children, workdir: Path) -> dict[str, Any]:
@@ -1312,7 +779,7 @@ def benchmark(args: argparse.Namespace, children: Children, workdir: Path) -> di
           f"-c{args.connections} -d{args.duration}s, {args.runs} run(s), {args.warmup}s warm-up each; "
           f"about {estimated_seconds(args, endpoints) / 60:.1f} min", flush=True)
     started = time.monotonic()
-    machine = machine_info(wrk)
+    machine = machine_info(**versions(wrk))
 
     document: dict[str, Any] = {
         "benchmark": "theme_bench",
@@ -1406,14 +873,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
                       f"{row['server_cpu_us_per_request']:.0f}" if row["server_cpu_us_per_request"] else "-",
                       str(row["errors"]),
                       f"{row['other_cpu_pct']:.0f}%" if row.get("other_cpu_pct") is not None else "-"))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = []
-    for i, line in enumerate(lines):
-        out.append("  ".join(str(cell).ljust(widths[j]) if j < 2 else str(cell).rjust(widths[j])
-                             for j, cell in enumerate(line)).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
+    return text_table(header, lines[1:], left=2)
 
 
 def _counts(mapping: dict[str, int]) -> str:
@@ -1508,57 +968,10 @@ def print_report(document: dict[str, Any]) -> None:
                       f"(goal {c['goal']}) — {'met' if c['met'] else '[!] NOT MET'}")
 
 
-def run_guarded(name: str, keep_temp: bool, body: Callable[[Children, Path], int]) -> int:
-    """Run ``body(children, workdir)`` for the script ``name``; whatever happens, stop the children it
-    started and remove ``workdir`` (unless ``keep_temp``). SIGINT/SIGTERM/SIGHUP interrupt it (exit 130);
-    a ``BenchError`` is one line on stderr (exit 1). Shared by the bench scripts.
-    """
-    children = Children()
-    # SIGINT too: a shell without job control starts background jobs with SIGINT ignored.
-    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
-    workdir = Path(tempfile.mkdtemp(prefix=f"{name.replace('_', '-')}-"))
-    try:
-        return body(children, workdir)
-    except BenchError as error:
-        sys.stderr.write(f"{name}: {error}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{name}: interrupted; stopping children\n")
-        return 130
-    finally:
-        for sig in stop_signals:  # a second Ctrl-C must not cut the clean-up short (it is bounded)
-            signal.signal(sig, signal.SIG_IGN)
-        children.stop_all()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if keep_temp:
-            print(f"temporary files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def write_results(document: dict[str, Any], results_dir: Path, prefix: str) -> Path:
-    """Write ``document`` as ``<results_dir>/<prefix>-<measured_at>.json`` and say where."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = document["measured_at"].replace("-", "").replace(":", "")
-    target = results_dir / f"{prefix}-{stamp}.json"
-    target.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"results written to {target}")
-    return target
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the report, write the JSON; children are always stopped."""
-    args = parse_args(argv)
+    """Measure, print, write the JSON; children are always stopped."""
+    return run_bench("theme_bench", parse_args(argv), benchmark, print_report)
 
-    def run(children: Children, workdir: Path) -> int:
-        document = benchmark(args, children, workdir)
-        print_report(document)
-        write_results(document, args.results_dir, "theme-bench")
-        return 0
-
-    return run_guarded("theme_bench", args.keep_temp, run)
 
 if __name__ == "__main__":
     sys.exit(main())

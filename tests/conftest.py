@@ -28,6 +28,7 @@ Per test:
 A test that stops or pauses a session server must bring it back (``try``/``finally``): later tests share it.
 Tests are ``@pytest_twisted.ensureDeferred async def`` (or ``pytest_twisted.inlineCallbacks``) on the real
 reactor. Tests using the servers are marked ``integration`` automatically (mark them explicitly too).
+Tests marked ``load`` are opt-in: deselected unless the ``-m`` expression names them (``pytest -m load``).
 This module must not import klein, txredisapi or ``twisted.internet.reactor`` at module scope:
 pytest-twisted installs the reactor first.
 """
@@ -48,8 +49,14 @@ SERVER_FIXTURES = frozenset({"postgres_server", "redis_server", "pgbouncer_serve
                              "postgres_database_url"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a real server as ``integration`` (so ``-m "not integration"`` skips them)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real server as ``integration`` (so ``-m "not integration"`` skips them),
+    and deselect the opt-in ``load`` tests unless the ``-m`` expression names them (``pytest -m load``)."""
+    if "load" not in (config.getoption("markexpr") or ""):
+        deselected = [item for item in items if item.get_closest_marker("load")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("load")]
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or params.get("database") == "postgres":

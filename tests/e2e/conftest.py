@@ -1,4 +1,4 @@
-"""Fixtures for the end-to-end tests: ``twistd -n tenantsvc`` subprocesses (see ``tests.e2e.twistd_process``).
+"""Fixtures for the end-to-end tests: ``twistd -n tenantsvc`` subprocesses (launched by ``tests.support.tenantsvc_process``).
 
 A process still running at teardown is killed; nothing here imports klein, txredisapi or the reactor.
 """
@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Mapping
 
 import pytest
 
-from tests.e2e.twistd_process import TWISTD, TenantsvcProcess, service_env
+from tests.support.tenantsvc_process import TWISTD, TenantsvcProcess, service_env
 
 
 @pytest.fixture

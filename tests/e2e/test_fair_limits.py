@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e.twistd_process import REPO_ROOT, TenantsvcProcess, service_env
+from tests.support.tenantsvc_process import REPO_ROOT, TenantsvcProcess, service_env
 
 pytestmark = pytest.mark.e2e
 

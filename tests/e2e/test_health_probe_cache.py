@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.twistd_process import http, service_env
+from tests.support.tenantsvc_process import http, service_env
 from tests.support.metrics import scraped_total
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

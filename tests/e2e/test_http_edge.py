@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.e2e.twistd_process import TenantsvcProcess, http, service_env
+from tests.support.tenantsvc_process import TenantsvcProcess, http, service_env
 from tests.support.hostile_clients import (
     KeepAliveClient, ReadinessWatcher, answer_to, connect, healthz_ms, peer_closed, pipelined_gets,
 )
@@ -142,7 +142,7 @@ def test_sigterm_drain_shows_503_then_refuses_and_no_keep_alive_request_is_cut(s
 
 
 def test_a_bad_edge_setting_stops_start_up_with_one_clear_line(tmp_path):
-    from tests.e2e.twistd_process import run_twistd
+    from tests.support.tenantsvc_process import run_twistd
 
     result = run_twistd(["-n", "--pidfile=", "tenantsvc", *LISTEN], service_env(HTTP_HEADER_TIMEOUT="soon"),
                         tmp_path)

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.twistd_process import TenantsvcProcess, http
+from tests.support.tenantsvc_process import TenantsvcProcess, http
 from tests.support.web_harness import render_eliot_tree
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.twistd_process import TenantsvcProcess, http, service_env
+from tests.support.tenantsvc_process import TenantsvcProcess, http, service_env
 from tests.support.readme_metrics import documented_families
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from tests.e2e.twistd_process import http, service_env
+from tests.support.tenantsvc_process import http, service_env
 from tests.support.metrics import scraped_total
 from tests.support.processes import wait_until
 

@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from tests.e2e.reactor_blocker import BLOCK_SECONDS_VARIABLE, LAUNCHER
-from tests.e2e.twistd_process import http, service_env
+from tests.support.tenantsvc_process import http, service_env
 from tests.support.metrics import scraped_total
 from tests.support.processes import wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.twistd_process import run_twistd, service_env
+from tests.support.tenantsvc_process import run_twistd, service_env
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 
 from tenantsvc.core.theme import DEFAULT_THEME
 from tenantsvc.services.demo import DEMO_THEME
-from tests.e2e.twistd_process import ADMIN_TOKEN, http, service_env
+from tests.support.tenantsvc_process import ADMIN_TOKEN, http, service_env
 from tests.support.metrics import scraped_total
 from tests.support.processes import accepts_connections, wait_until
 from tests.support.web_harness import render_eliot_tree

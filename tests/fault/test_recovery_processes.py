@@ -30,7 +30,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.threads import deferToThread
 
-from tests.e2e.twistd_process import ADMIN_TOKEN, TenantsvcProcess, service_env
+from tests.support.tenantsvc_process import ADMIN_TOKEN, TenantsvcProcess, service_env
 from tests.support.http import HttpAnswer, fetch
 from tests.support.metrics import scraped_total
 from tests.support.postgres import quote_ident

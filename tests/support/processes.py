@@ -1,4 +1,5 @@
-"""Process plumbing shared by the throwaway servers: free ports, owned temp dirs, signals and polling.
+"""Process plumbing shared by the throwaway servers, the e2e tests and bench: free ports, owned temp dirs,
+supervised child processes, signals, /proc readings and polling.
 
 ``initdb``, ``postgres`` and ``pgbouncer`` refuse to run as root, and CI runs as root, so commands for
 those servers go through ``as_service_user`` (``runuser -u postgres --`` when we are root).
@@ -13,7 +14,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 SERVICE_USER = "postgres"
@@ -92,6 +95,24 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()
 
 
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` (every thread) in clock ticks, or None when it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[11]) + int(fields[12])
+
+
+def status_kib(pid: int, key: str) -> int | None:
+    """A ``/proc/PID/status`` size in KiB: ``VmRSS`` (resident now) or ``VmHWM`` (peak resident); None if gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def process_state(pid: int) -> str | None:
     """The one-letter state of ``pid`` from /proc (R, S, T, Z…), or None when it is gone."""
     fields = _stat_fields(pid)
@@ -166,3 +187,57 @@ class DisposableServer:
             self.stop()
         finally:
             remove_dir(self.base_dir)
+
+
+class ChildProcesses:
+    """Every child process started through it, each in its own session so it can be stopped as a group.
+
+    ``stop_all()`` (in a ``finally``) stops whatever is still running: SIGTERM to the group, then SIGKILL.
+    """
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+
+    def start(self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], stdout: Path,
+              stderr: Path) -> subprocess.Popen:
+        """Start ``argv`` in a new session with its output appended to the given files."""
+        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+            proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        return self.adopt(proc)
+
+    def adopt(self, proc: subprocess.Popen) -> subprocess.Popen:
+        """Track a process started elsewhere (in its own session) so ``stop_all`` stops it too."""
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM the child's process group, wait up to ``timeout_s``, then SIGKILL it; return the exit code."""
+        if proc.poll() is None:
+            signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        else:
+            signal_group(proc.pid, signal.SIGKILL)  # stragglers in the group, if any
+        if proc in self._procs:
+            self._procs.remove(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        """Stop every child still tracked, newest first."""
+        for proc in reversed(list(self._procs)):
+            try:
+                self.stop(proc, timeout_s=5.0)
+            except Exception as error:  # cleanup must go on for the others
+                sys.stderr.write(f"could not stop pid {proc.pid}: {error}\n")
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to process group ``pgid``, ignoring one that is already gone."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
