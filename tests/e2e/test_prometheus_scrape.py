@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from tests.e2e.twistd_process import ADMIN_TOKEN, http, service_env
+from tests.support.http import http
+from tests.support.tenantsvc_process import ADMIN_TOKEN, service_env
 from tests.support.processes import wait_until
 from tests.support.prometheus_server import RULES_DIR, PrometheusServer
 

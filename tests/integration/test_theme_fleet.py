@@ -58,6 +58,7 @@ SHORT_TTL = "1"  # THEME_CACHE_TTL for instances whose entries must go stale dur
 STALE_AFTER_S = 1.1
 PROMPT_S = 1.0  # a request never waits for the DB, whether it is busy, dead or frozen
 REDIS_TROUBLE_LIMIT_S = 1.0  # nor for a dead or frozen Redis (the L2 read gives up after 50 ms) ...
+PATIENT_L2_TIMEOUT_MS = "400"  # for an instance whose L2 hit is the point of the test, on a busy machine
 TROUBLED_REDIS_TIMEOUT_MS = "2000"  # ... which the instance that calls Redis per request waits for at most this
 REDIS_OUTAGE_S = 3.0  # long enough for clients to time out, drop connections and try to reconnect
 SAVE_LIMIT_S = 1.0  # a save waits for Redis (L2 write-through) at most one Redis timeout (0.5 s)
@@ -193,7 +194,9 @@ async def test_a_cold_herd_over_three_instances_reads_the_theme_from_the_db_once
 async def test_warm_l2_only_and_stale_requests_run_no_db_interaction(fleet, seed_db, reactor_seconds):
     await seed_tenant(seed_db, SLUG, SAVED)
     warm = await fleet.start_instance()  # L1 and L2 filled by its warmer
-    l2_only = await fleet.start_instance(warm=False)  # L1 empty; L2 filled by the first
+    # L1 empty; L2 filled by the first. A generous 400 ms L2 timeout (not 50 ms), so a busy machine cannot
+    # turn the L2 hit under test into a DB fallback.
+    l2_only = await fleet.start_instance(warm=False, THEME_L2_TIMEOUT=PATIENT_L2_TIMEOUT_MS)
     stale = await fleet.start_instance(THEME_CACHE_TTL=SHORT_TTL)
     stale_at = reactor_seconds() + STALE_AFTER_S
 
@@ -223,7 +226,7 @@ async def test_with_postgres_down_every_request_gets_the_last_good_theme_promptl
     stale = await fleet.start_instance(THEME_CACHE_TTL=SHORT_TTL)  # its entries will need a refresh
     # Nothing in L1; L2 filled by the first. Its L2 reads may take up to a generous 400 ms (not the default
     # 50 ms), so a busy test machine cannot turn the L2 hit this test is about into a DB fallback.
-    l2_only = await fleet.start_instance(warm=False, THEME_L2_TIMEOUT="400")
+    l2_only = await fleet.start_instance(warm=False, THEME_L2_TIMEOUT=PATIENT_L2_TIMEOUT_MS)
     await pause_for(STALE_AFTER_S)
     before = {instance: instance.interactions() for instance in (stale, l2_only)}
 
