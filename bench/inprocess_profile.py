@@ -68,9 +68,9 @@ def build_tenantsvc(reactor: Any, workdir: Path, overrides: dict[str, str]) -> t
     os.chdir(workdir)
     settings = load_settings(production_env(workdir, overrides), role=None, listen="tcp:0:interface=127.0.0.1",
                              demo=True)
-    top = build_service(settings, reactor)
-    top.startService()
-    return top, top.getServiceNamed("web")._site
+    built = build_service(settings, reactor)
+    built.service.startService()
+    return built.service, built.web.site
 
 
 def _constant_decision(self: Any, key: str, policy: Any, n: int = 1) -> Any:

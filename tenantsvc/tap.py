@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
 from tenantsvc.config import ENVIRONMENT_VARIABLES, ROLES, ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from tenantsvc.composition.tree import OrderedMultiService
 
 
 class Options(usage.Options):
@@ -38,7 +41,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--role must be one of {', '.join(ROLES)}")
 
 
-def makeService(options: Options):  # noqa: N802 - twistd's name
+def makeService(options: Options) -> OrderedMultiService:  # noqa: N802 - twistd's name
     """Validate settings (one clear line and exit 2 on error) and build the service tree."""
     try:
         settings = load_settings(os.environ, role=options["role"], listen=options["listen"], demo=options["demo"],
@@ -51,7 +54,7 @@ def makeService(options: Options):  # noqa: N802 - twistd's name
     from tenantsvc.service import build_service
 
     reactor.callWhenRunning(stop_on_sigterm_with_exit_status_0, reactor)
-    return build_service(settings, reactor)
+    return build_service(settings, reactor).service
 
 
 def stop_on_sigterm_with_exit_status_0(reactor: Any) -> None:

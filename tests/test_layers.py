@@ -10,6 +10,7 @@ even on a code path no other test runs. The order, bottom to top:
     adapters      the only code that talks to the outside (db, redis, http): core, obs and runtime, never Settings
     services      orchestration: core, obs and the adapters' interfaces
     web, workers  Klein routes and loops: core, obs and services only, never an adapter
+    composition   the parts the composition root assembles (core, Redis, web, workers, the service tree): everything
     service, tap  the composition root and the twistd entry point: everything
 
 ``from tenantsvc import __version__`` (the package's own metadata) is allowed everywhere.
@@ -25,7 +26,8 @@ import pytest
 import tenantsvc
 
 PACKAGE_DIR = Path(tenantsvc.__file__).parent
-EVERYTHING = {"demo_feed", "core", "obs", "config", "runtime", "adapters", "services", "web", "workers", "service", "tap"}
+EVERYTHING = {"demo_feed", "core", "obs", "config", "runtime", "adapters", "services", "web", "workers", "composition", "service",
+              "tap"}
 ALLOWED = {
     "demo_feed": set(),
     "core": {"core"},
@@ -36,6 +38,7 @@ ALLOWED = {
     "services": {"core", "obs", "runtime", "adapters", "services"},
     "web": {"core", "obs", "runtime", "services", "web"},
     "workers": {"core", "obs", "runtime", "services", "workers"},
+    "composition": EVERYTHING,
     "service": EVERYTHING,
     "tap": EVERYTHING,
 }

@@ -86,7 +86,7 @@ async def test_the_service_wires_the_hashing_pool_into_its_metrics():
 
     from tenantsvc.config import load_settings
     from tenantsvc.obs.metrics import Metrics
-    from tenantsvc.service import build_players
+    from tenantsvc.composition.core_parts import build_players
 
     metrics = Metrics(CollectorRegistry(), "web")
     players = build_players(load_settings({}), reactor, metrics, reads=None, writes=None, redis=None)

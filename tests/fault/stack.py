@@ -1,7 +1,7 @@
 """A real tenantsvc web stack on the throwaway Postgres, driven over loopback HTTP, for fault injection.
 
-``start_stack`` builds what a ``web`` process builds (``build_components`` + ``build_web``, the real
-reactor, the real adbapi pool and ``DbBreaker``) on a fresh Postgres database with small bounds
+``start_stack`` builds what a ``web`` process builds (``build_service``, without its eliot destination and
+heap freeze: the real reactor, the real adbapi pool and ``DbBreaker``) on a fresh Postgres database with small bounds
 (``FAULT_ENV``: 4 connections, ``DB_CONN_TIMEOUT=1``, ``DB_STATEMENT_TIMEOUT=1s``), listens on
 127.0.0.1:0 and seeds one tenant with a saved theme and two users. ``Traffic`` runs concurrent request
 loops of every request class (public load-theme, admin reads, admin writes with unique
@@ -9,7 +9,7 @@ loops of every request class (public load-theme, admin reads, admin writes with 
 whatever was wrong with it (a 500, a non-JSON body, an unexpected status). ``DbCallMonitor`` counts the
 interactions the ``Database`` is running at each moment, independently of the breaker's own bookkeeping.
 
-Nothing here imports klein or the reactor at module scope (``build_web`` imports klein when called).
+Nothing here imports klein or the reactor at module scope (``build_service`` imports klein when called).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from twisted.internet.task import deferLater
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
 from tenantsvc.core.breaker import HALF_OPEN
-from tenantsvc.service import Components, OrderedMultiService, build_components, build_web
+from tenantsvc.composition.core_parts import Components
+from tenantsvc.service import Built, Overrides, build_service
 from tests.support.http import fetch
 from tests.support.metrics import metric_total
 
@@ -41,6 +42,7 @@ FAULT_ENV = {
     "DB_STATEMENT_TIMEOUT": "1s",
     "THEME_CACHE_TTL": "1",  # the public path goes stale (background refreshes) within each fault
     "THEME_CACHE_SWR": "1",
+    "DRAIN_PRESTOP_DELAY": "0",  # stopping the stack drains its listener without waiting for a load balancer
 }
 SAVED_THEME = {"primaryColor": "#123456", "accentColor": "#ABCDEF", "sportsbookName": "Fault Co Bets"}
 OTHER_THEME = {"primaryColor": "#654321", "accentColor": "#FEDCBA", "sportsbookName": "Fault Co Bets"}
@@ -168,15 +170,14 @@ class DbCallMonitor:
 
 
 class Stack:
-    """One started web stack: its components, its listening port and an HTTP client pointed at it."""
+    """One started web stack: the built service, its components, its listener and an HTTP client pointed at it."""
 
-    def __init__(self, components: Components, services: OrderedMultiService, port: Any, http_pool: Any):
-        self.components = components
-        self._services = services
-        self._port = port
+    def __init__(self, built: Built, http_pool: Any):
+        self.built = built
+        self.components = built.components
         self._http_pool = http_pool
-        self.base_url = f"http://127.0.0.1:{port.getHost().port}"
-        self.monitor = DbCallMonitor(components)
+        self.base_url = f"http://127.0.0.1:{built.listener.port.getHost().port}"
+        self.monitor = DbCallMonitor(built.components)
 
     @property
     def breaker(self) -> Any:
@@ -247,9 +248,9 @@ class Stack:
         return theme.to_wire()
 
     async def stop(self) -> None:
-        """Stop listening, then the breaker and the pool (the DB must answer again: the pool joins its threads)."""
-        await self._port.stopListening()
-        await self._services.stopService()
+        """Stop the service tree: the listener drains, then the breaker and the pool stop (the DB must answer
+        again: the pool joins its threads)."""
+        await self.built.service.stopService()
         await self._http_pool.closeCachedConnections()
 
 
@@ -259,24 +260,20 @@ async def start_stack(database_url: str, **env: str) -> Stack:
 
     reactor = _reactor()
     settings = load_settings({"DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN, **FAULT_ENV, **env},
-                             role="web")
-    components = build_components(settings, reactor)
-    services = OrderedMultiService()
-    children = [components.db_service, components.breaker]
-    if components.redis is not None:  # with REDIS_URL: players log in (password hashing) through guarded Redis
-        children += [components.players.passwords, components.redis, components.redis_breaker]
-    for child in children:
-        child.setServiceParent(services)
-    services.startService()
+                             role="web", listen="tcp:0:interface=127.0.0.1")
+    # no invalidation subscriber: with REDIS_URL (tests/fault/test_redis_faults.py) only the client and its breaker
+    # face the Redis faults, as before this stack was built by build_service
+    built = build_service(settings, reactor, Overrides(subscribe=False, log=False, freeze_heap=False))
+    built.service.startService()
     http_pool = HTTPConnectionPool(reactor, persistent=False)  # nothing stays open after the test
     try:
-        await components.db_service.when_ready().addTimeout(START_TIMEOUT_S, reactor)
-        build_web(components, reactor)
-        port = reactor.listenTCP(0, components.site, interface="127.0.0.1")
+        await built.started.addTimeout(START_TIMEOUT_S, reactor)  # migrated (and warmed: nothing yet)
+        await eventually(lambda: built.listener.port is not None, within_s=START_TIMEOUT_S,
+                         what="the listener to listen")
     except BaseException:
-        await services.stopService()
+        await built.service.stopService()
         raise
-    stack = Stack(components, services, port, http_pool)
+    stack = Stack(built, http_pool)
     try:
         await stack.seed()
     except BaseException:

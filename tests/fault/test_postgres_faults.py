@@ -22,7 +22,7 @@ import pytest_twisted
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
-from tenantsvc.service import PRODUCTION_BREAKER
+from tenantsvc.composition.core_parts import PRODUCTION_BREAKER
 from tests.support.postgres import quote_ident
 from tests.fault.stack import (
     CREDIT,

@@ -146,7 +146,7 @@ async def seed_players(stack: Stack) -> dict[str, str]:
 
 
 def transitions(stack: Stack) -> list[dict[str, Any]]:
-    return stack.components.redis_breaker.describe()["transitions"]
+    return stack.components.redis.breaker.describe()["transitions"]
 
 
 def transition_after(stack: Stack, at: float, to_state: str, from_state: str | None = None) -> dict[str, Any] | None:

@@ -31,7 +31,8 @@ from tenantsvc.core.breaker import (
     BreakerConfig,
 )
 from tenantsvc.obs.metrics import Metrics
-from tenantsvc.service import build_components
+from tenantsvc.composition.core_parts import build_components
+from tenantsvc.composition.overrides import Overrides
 from tenantsvc.services.db_guard import (
     DEADLINE_MARGIN_S,
     LIVENESS_CHECK,
@@ -503,7 +504,7 @@ def test_without_a_statement_timeout_only_the_connection_wait_is_bounded():
 def test_the_composition_root_passes_the_configured_bounds(tmp_path):
     settings = harness_settings(str(tmp_path / "db.sqlite3"), env={"DB_CONN_TIMEOUT": "1",
                                                                     "DB_STATEMENT_TIMEOUT": "1500ms"})
-    components = build_components(settings, Clock(), pool_factory=ThreadlessConnectionPool)
+    components = build_components(settings, Clock(), Overrides(pool_factory=ThreadlessConnectionPool))
     try:
         assert components.breaker.deadline_s == 1 + 1.5 + DEADLINE_MARGIN_S
     finally:

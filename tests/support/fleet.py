@@ -1,9 +1,9 @@
 """A fleet of tenantsvc web instances inside one test process, on one real Postgres database and one real Redis.
 
-Each ``FleetInstance`` is the object graph one web process builds (``build_components`` + ``build_web``):
-its own adbapi pool (``Database``) on the shared database, its own ``RedisClient`` (guarded by its
-``RedisBreaker``) and (optionally) ``RedisSubscriber`` on the shared Redis, its own argon2id password-hashing
-thread pool, and its own ``Site`` listening on a free 127.0.0.1 port. Requests go over real HTTP with treq (no cookie jar: a test sends the
+Each ``FleetInstance`` is the service tree one web process builds (``build_service``, without its eliot
+destination and heap freeze): its own adbapi pool (``Database``) on the shared database, its own ``RedisClient``
+(guarded by its ``RedisBreaker``) and (optionally) ``RedisSubscriber`` on the shared Redis, its own argon2id
+password-hashing thread pool, and its own listener on a free 127.0.0.1 port, drained on stop (no pre-stop delay). Requests go over real HTTP with treq (no cookie jar: a test sends the
 cookies it means to in a ``Cookie`` header); ``FleetInstance.db.calls`` counts the interactions the instance ran.
 
 Also here: ``seed_tenant`` (writes straight to Postgres, behind every cache's back), ``RawRedis`` (a tiny blocking
@@ -24,7 +24,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
 from tenantsvc.core.theme import Theme
-from tenantsvc.service import Components, OrderedMultiService, build_components, build_web
+from tenantsvc.service import Built, Overrides, build_service
 from tests.support.http import HttpAnswer, fetch
 from tests.support.waiting import eventually, real_reactor
 
@@ -45,13 +45,12 @@ async def seed_tenant(db: Any, slug: str, theme: Theme | None = None) -> None:
 class FleetInstance:
     """One web instance: its components, its listening port and an HTTP client pointed at it."""
 
-    def __init__(self, name: str, components: Components, services: OrderedMultiService, port: Any, pool: Any):
+    def __init__(self, name: str, built: Built, pool: Any):
         self.name = name
-        self.components = components
-        self._services = services
-        self._port = port
+        self.built = built
+        self.components = built.components
         self._pool = pool
-        self.base_url = f"http://127.0.0.1:{port.getHost().port}"
+        self.base_url = f"http://127.0.0.1:{built.listener.port.getHost().port}"
 
     def __repr__(self) -> str:
         return f"<FleetInstance {self.name} {self.base_url}>"
@@ -69,12 +68,14 @@ class FleetInstance:
     @property
     def redis(self) -> Any:
         """The instance's ``RedisClient``."""
-        return self.components.redis
+        assert self.components.redis is not None, "fleet instances always have REDIS_URL"
+        return self.components.redis.client
 
     @property
     def subscriber(self) -> Any:
-        """The instance's ``RedisSubscriber`` (``subscriptions`` counts (re)subscriptions)."""
-        return self.components.subscriber
+        """The instance's ``RedisSubscriber`` (``subscriptions`` counts (re)subscriptions; None with ``subscribe=False``)."""
+        assert self.components.redis is not None, "fleet instances always have REDIS_URL"
+        return self.components.redis.subscriber
 
     def interactions(self) -> Counter[str]:
         """A copy of the per-name interaction counts so far."""
@@ -106,9 +107,9 @@ class FleetInstance:
         return answer
 
     async def stop(self) -> None:
-        """Stop listening, then stop the subscriber, the Redis client and the DB pool (in that order)."""
-        await self._port.stopListening()
-        await self._services.stopService()
+        """Stop the service tree: readiness 503, the listener drains, then the subscriber, the Redis client and the
+        DB pool stop (in that order)."""
+        await self.built.service.stopService()
 
 
 class Fleet:
@@ -132,31 +133,23 @@ class Fleet:
         """
         reactor = real_reactor()
         settings = load_settings({"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
-                                  "ADMIN_TOKEN": ADMIN_TOKEN, **env}, role="web")
-        components = build_components(settings, reactor)
-        services = OrderedMultiService()  # started and stopped in build_service's order
-        # build_service's children, in its order: the hashing pool that register and login need starts
-        # after the DB and stops before it
-        children = [components.db_service, components.breaker, components.players.passwords, components.redis,
-                    components.redis_breaker]
-        if subscribe:
-            children.append(components.subscriber)
-        for child in children:
-            child.setServiceParent(services)
-        services.startService()
+                                  "ADMIN_TOKEN": ADMIN_TOKEN, "DRAIN_PRESTOP_DELAY": "0", **env}, role="web",
+                                 listen="tcp:0:interface=127.0.0.1")
+        built = build_service(settings, reactor, Overrides(warm=warm, subscribe=subscribe, log=False,
+                                                           freeze_heap=False))
+        built.service.startService()
         try:
-            await components.db_service.when_ready().addTimeout(START_TIMEOUT_S, reactor)
-            if subscribe:
-                await eventually(lambda: components.subscriber.subscriptions >= 1, within_s=START_TIMEOUT_S,
+            await built.started.addTimeout(START_TIMEOUT_S, reactor)  # migrated, and warmed unless warm=False
+            subscriber = built.components.redis.subscriber if built.components.redis is not None else None
+            if subscriber is not None:
+                await eventually(lambda: subscriber.subscriptions >= 1, within_s=START_TIMEOUT_S,
                                  what="the invalidation subscriber to subscribe")
-            if warm:
-                await components.themes.warm()
-            build_web(components, reactor)
-            port = reactor.listenTCP(0, components.site, interface="127.0.0.1")
+            await eventually(lambda: built.listener.port is not None, within_s=START_TIMEOUT_S,
+                             what="the listener to listen")
         except BaseException:
-            await services.stopService()
+            await built.service.stopService()
             raise
-        instance = FleetInstance(f"instance-{len(self.instances)}", components, services, port, self._http_pool)
+        instance = FleetInstance(f"instance-{len(self.instances)}", built, self._http_pool)
         self.instances.append(instance)
         return instance
 

@@ -1,7 +1,7 @@
 """Drive the real HTTP stack in memory: ``StubTreq`` over the root resource, a ``Clock`` and a threadless DB pool.
 
 ``build_harness`` composes the application exactly as ``tenantsvc.service`` does (``build_components`` +
-``build_web``), except that:
+``build_web``, with ``Overrides``), except that:
 
 - every time-dependent web object gets a ``twisted.internet.task.Clock`` instead of the reactor;
 - the database runs on ``ThreadlessConnectionPool``: the ``adbapi.ConnectionPool`` surface that
@@ -36,7 +36,10 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from tenantsvc.config import Settings, load_settings
-from tenantsvc.service import Components, build_components, build_web
+from tenantsvc.composition.core_parts import Components, build_components
+from tenantsvc.composition.redis_parts import RedisParts
+from tenantsvc.composition.web_parts import WebParts, build_web
+from tenantsvc.service import Overrides
 from tenantsvc.web.root import HTTP_REQUEST
 from tests.support.metrics import metric_total
 
@@ -217,26 +220,28 @@ class WebResponse:
 class WebHarness:
     """The built application plus an in-memory HTTP client and its clock."""
 
-    def __init__(self, components: Components, clock: Clock, pool: ThreadlessConnectionPool, root: Any = None):
+    def __init__(self, components: Components, web: WebParts, clock: Clock, pool: ThreadlessConnectionPool,
+                 root: Any = None):
         from treq.testing import StubTreq
 
         self.components = components
+        self.web = web
         self.clock = clock
         self.pool = pool
-        self.client = StubTreq(root if root is not None else components.root)
+        self.client = StubTreq(root if root is not None else web.root)
         # treq's HTTPClient behind StubTreq keeps cookies between requests; reach it to empty it.
         self._cookie_jar = self.client.request.__wrapped__.__self__._cookiejar
         # StubTreq builds its own Site around the resource; give it the production Site's request
         # class (body cap, per-request context) and traceback policy, or the root could not frame requests.
         self._agent = self.client._agent
         server_site = self._agent._serverFactory
-        server_site.requestFactory = components.site.requestFactory
-        server_site.displayTracebacks = components.site.displayTracebacks
+        server_site.requestFactory = web.site.requestFactory
+        server_site.displayTracebacks = web.site.displayTracebacks
 
     def ops(self) -> "WebHarness":
         """A harness on the same application talking to the operations listener's root (``OPS_LISTEN``)."""
-        assert self.components.ops_root is not None, "built without OPS_LISTEN"
-        return WebHarness(self.components, self.clock, self.pool, root=self.components.ops_root)
+        assert self.web.ops is not None, "built without OPS_LISTEN"
+        return WebHarness(self.components, self.web, self.clock, self.pool, root=self.web.ops.root)
 
     @property
     def db(self) -> Any:
@@ -346,16 +351,18 @@ def build_harness(db_path: str, *, admin_token: str | None = ADMIN_TOKEN, warm: 
         pools.append(pool)
         return pool
 
-    components = build_components(harness_settings(db_path, admin_token=admin_token, env=env), clock,
-                                  pool_factory=pool_factory, passwords=SynchronousPasswordHashing(), l2=redis)
-    components.redis_breaker = redis_breaker(components.metrics) if redis_breaker is not None else None
+    redis_parts = None
+    if redis is not None:
+        assert redis_breaker is not None, "a Redis client comes with the breaker guarding it"
+        redis_parts = lambda metrics: RedisParts(client=redis, breaker=redis_breaker(metrics))  # noqa: E731
+    overrides = Overrides(pool_factory=pool_factory, passwords=SynchronousPasswordHashing(), redis=redis_parts)
+    components = build_components(harness_settings(db_path, admin_token=admin_token, env=env), clock, overrides)
     (pool,) = pools
     if warm:
         components.db_service.startService()
         fired(components.db_service.when_ready())
         fired(ensureDeferred(components.themes.warm()))
-    build_web(components, clock)
-    return WebHarness(components, clock, pool)
+    return WebHarness(components, build_web(components, clock), clock, pool)
 
 
 def logged_request(messages: Iterable[dict[str, Any]], correlation_id: str) -> LoggedAction:

@@ -49,9 +49,9 @@ def test_the_import_probe_would_notice_a_database_driver():
 
 def web_service(harness: WebHarness, reactor: MemoryReactorClock, **options: Any) -> WebService:
     """The real listener service around the harness's site, on an in-memory reactor."""
-    components = harness.components
-    return WebService(reactor=reactor, listen="tcp:0", site=components.site, root=components.root,
-                      readiness=components.readiness, **options)
+    web = harness.web
+    return WebService(reactor=reactor, listen="tcp:0", site=web.site, root=web.root, readiness=web.readiness,
+                      **options)
 
 
 def test_readyz_is_503_until_the_listener_is_up_then_200(harness):

@@ -27,7 +27,7 @@ def test_both_listeners_answer_the_probes_from_one_readiness(make_harness):
     ops = harness.ops()
     assert harness.get("/healthz").status == ops.get("/healthz").status == 200
     assert harness.get("/readyz").json() == ops.get("/readyz").json() == {"status": "starting"}
-    harness.components.readiness.started = True
+    harness.web.readiness.started = True
     assert harness.get("/readyz").status == ops.get("/readyz").status == 200
 
 
@@ -40,7 +40,7 @@ def test_the_operations_listener_serves_nothing_of_the_api(make_harness):
 
 
 def test_without_an_operations_listener_there_is_no_second_root(harness):
-    assert harness.components.ops_root is None
+    assert harness.web.ops is None
     assert harness.get("/metrics").status == 200
 
 

@@ -173,7 +173,7 @@ def test_near_miss_paths_are_not_the_theme(acme, path):
 def raw_exchange(harness: WebHarness, request: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
     """Send ``request`` bytes to the real Site over an in-memory connection; (status line, headers, body)."""
     transport = StringTransport()
-    channel = harness.components.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    channel = harness.web.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     channel.makeConnection(transport)
     channel.dataReceived(request)
     head, _, body = transport.value().partition(b"\r\n\r\n")

@@ -45,7 +45,7 @@ class RedisHarness:
             return breaker
 
         self.web: WebHarness = build_harness(db_path, clock=self.clock, redis=client, redis_breaker=guard)
-        self.breaker = self.web.components.redis_breaker
+        self.breaker = self.web.components.redis.breaker
         self.password_checks = 0
         passwords = self.web.components.players.passwords
         verify = passwords.verify

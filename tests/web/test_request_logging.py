@@ -84,7 +84,7 @@ def test_a_fast_path_request_bringing_its_own_id_is_always_logged(make_harness, 
                                               ("/readyz", 503)])
 def test_an_unsampled_fast_path_answer_other_than_2xx_is_always_logged(make_harness, eliot_logger, path, status):
     harness = make_harness(env={"ACCESS_LOG_SAMPLE_RATE": "0"})
-    harness.components.readiness.start_draining()
+    harness.web.readiness.start_draining()
     eliot_logger.reset()
     response = harness.get(path)
     assert response.status == status
