@@ -29,6 +29,7 @@ from twisted.web.iweb import IResponse
 from treq.client import HTTPClient
 
 from tenantsvc import __version__
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedMalformed, FeedTimeout, FeedUnreachable
 from tenantsvc.core.odds import SPORT_CATEGORIES, results_feed_path
 
@@ -90,7 +91,7 @@ def require_result_page(page: str) -> None:
 
 def odds_window(now: float) -> tuple[str, str]:
     """The odds date window, yesterday..tomorrow in UTC, as ``DD.MM.YYYY`` strings."""
-    today = datetime.fromtimestamp(now, timezone.utc).date()
+    today = utc_datetime(now).date()
     return ((today - timedelta(days=1)).strftime(FEED_DATE_FORMAT),
             (today + timedelta(days=1)).strftime(FEED_DATE_FORMAT))
 

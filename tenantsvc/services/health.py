@@ -5,12 +5,12 @@ The probes that leave the process are cached (``services.probe_cache``): see ``H
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tenantsvc.adapters.db.pool import Database, select_one_txn
+from tenantsvc.core.clock import iso_utc_seconds
 from tenantsvc.runtime.deferreds import with_timeout
 from tenantsvc.services.probe_cache import CachedProbe
 
@@ -65,7 +65,7 @@ class HealthReport:
     async def _reading(self, probe: str) -> dict[str, Any]:
         """The probe's entry with the time its reading was taken and its age now."""
         reading = await self._probes[probe].get()
-        return {**reading.value, "time": self._iso(reading.taken_at),
+        return {**reading.value, "time": iso_utc_seconds(reading.taken_at),
                 "ageSeconds": round(reading.age_s(self._clock.seconds()), 3)}
 
     async def _pool_entry(self) -> dict[str, Any]:
@@ -104,10 +104,6 @@ class HealthReport:
         return {"componentType": "component", "observedValue": len(failing), "observedUnit": "sports failing",
                 "status": "warn" if failing else "pass", "time": now, "sports": sports}
 
-    @staticmethod
-    def _iso(seconds: float) -> str:
-        return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
-
     async def _timed(self, probe: Callable[[], Deferred]) -> tuple[str, float | None, str | None]:
         started = self._clock.seconds()
         try:
@@ -118,7 +114,7 @@ class HealthReport:
 
     async def _report(self) -> dict[str, Any]:
         checks: dict[str, list[dict[str, Any]]] = {}
-        now = self._iso(self._clock.seconds())
+        now = iso_utc_seconds(self._clock.seconds())
         database = await self._reading("database")
         checks["database:responseTime"] = [database]
         pool = self._db.snapshot()

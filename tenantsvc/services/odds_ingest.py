@@ -10,7 +10,6 @@ off on.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from eliot import MessageType, fields, start_action
@@ -18,6 +17,7 @@ from eliot import MessageType, fields, start_action
 from tenantsvc.adapters.db import odds_store
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.runtime.deferreds import shield
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.goalserve_odds import parse_odds_document
 from tenantsvc.core.odds import OddsSnapshot
 
@@ -41,11 +41,6 @@ class OddsFeed(Protocol):
         """The raw odds document of ``sport``."""
 
 
-def utc_now(clock: Any) -> datetime:
-    """``clock.seconds()`` as a timezone-aware UTC datetime."""
-    return datetime.fromtimestamp(clock.seconds(), tz=timezone.utc)
-
-
 class OddsIngest:
     """Fetch → parse (in a thread) → save, for one sport at a time; called by ``workers.odds_poller``."""
 
@@ -60,7 +55,7 @@ class OddsIngest:
         with start_action(action_type="tenantsvc:odds:ingest", sport=sport):
             started = self._clock.seconds()
             body = await self._feed.fetch_odds(sport)
-            fetched_at = utc_now(self._clock)
+            fetched_at = utc_datetime(self._clock.seconds())
             FETCHED.log(sport=sport, bytes=len(body), fetch_ms=self._ms_since(started))
             parse_started = self._clock.seconds()
             snapshot: OddsSnapshot = await self._run_in_thread(parse_odds_document, sport, body)

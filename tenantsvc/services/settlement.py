@@ -22,13 +22,14 @@ from eliot import MessageType, fields, start_action
 from tenantsvc.adapters.db import bet_store
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.runtime.deferreds import shield
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.feed_errors import FeedError
 from tenantsvc.core.goalserve_results import parse_results_document
 from tenantsvc.core.odds import MatchResult, results_feed_path
 from tenantsvc.core.settlement import (LOST, PENDING, REVIEW, REVIEW_KINDS, VOID, WON, SettlementPolicy,
                                        decide)
 from tenantsvc.obs.metrics import Metrics, zero
-from tenantsvc.services.odds_ingest import RunInThread, utc_now
+from tenantsvc.services.odds_ingest import RunInThread
 
 OLDEST_RESULTS_PAGE_DAYS = 7  # the feed keeps d-1 … d-7
 MAX_REASON_LENGTH = 200  # bets.settle_reason / review_reason
@@ -98,7 +99,7 @@ class SettlementService:
         """Judge every pending bet of every started match once; settle, mark for review or leave pending."""
         report = CycleReport()
         with start_action(action_type="tenantsvc:settlement:cycle") as action:
-            now = utc_now(self._clock)
+            now = utc_datetime(self._clock.seconds())
             matches = await self._db.run_interaction(
                 "matches_with_pending_bets", bet_store.matches_with_pending_bets_txn, now)
             report.matches = len(matches)
