@@ -32,6 +32,8 @@ from tenantsvc import __version__
 from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedMalformed, FeedTimeout, FeedUnreachable
 from tenantsvc.core.odds import SPORT_CATEGORIES, results_feed_path
+from tenantsvc.runtime.bounded import on_timeout
+from tenantsvc.runtime.deferreds import relay
 
 DEFAULT_TIMEOUT_S = 15.0  # the original client's read timeout (notes §4)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # the soccer odds document is about 34 MB
@@ -242,8 +244,7 @@ class GoalserveClient:
         action = FEED_FETCH(path=path)
         with action.context():
             work = ensureDeferred(self._get(path, f"{self._url_prefix}{path}?{query}"))
-            timer = self._clock.callLater(self.timeout_s, deadline.stop, "timeout", work)
-            work.addBoth(_cancel_timer, timer)
+            on_timeout(self._clock, work, self.timeout_s, lambda: deadline.stop("timeout", work))
             work.addErrback(_as_feed_error, path, deadline, self.timeout_s)
             finished = DeferredContext(work).addActionFinish()
         return _cancellable(finished, lambda: deadline.stop("cancelled", work))
@@ -273,12 +274,6 @@ class GoalserveClient:
         return parse_retry_after(values[0] if values else None, self._clock.seconds())
 
 
-def _cancel_timer(result: object, timer: Any) -> object:
-    if timer.active():
-        timer.cancel()
-    return result
-
-
 def _add_success_fields(**success_fields: Any) -> None:
     """Add ``success_fields`` to the eliot action the caller runs in."""
     action = current_action()
@@ -289,13 +284,5 @@ def _add_success_fields(**success_fields: Any) -> None:
 def _cancellable(inner: "Deferred[bytes]", on_cancel: Callable[[], None]) -> "Deferred[bytes]":
     """A Deferred for ``inner``'s result whose cancellation runs ``on_cancel`` (which stops ``inner``)."""
     outer: "Deferred[bytes]" = Deferred(lambda _: on_cancel())
-
-    def relay(result: object) -> None:
-        if not outer.called:  # after a cancel, ``outer`` already failed with CancelledError
-            if isinstance(result, Failure):
-                outer.errback(result)
-            else:
-                outer.callback(result)  # type: ignore[arg-type]
-
-    inner.addBoth(relay)
+    inner.addBoth(relay, outer)  # after a cancel, ``outer`` already failed with CancelledError: dropped
     return outer

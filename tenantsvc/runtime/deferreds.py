@@ -1,8 +1,11 @@
-"""Deferred helpers: relay a result into a waiter that may have fired already, shield work, time it out."""
+"""Deferred helpers: relay a result into a waiter that may have fired already, shield work from cancellation.
+
+Timers against Deferreds (timeouts, bounded waits) are in ``tenantsvc.runtime.bounded``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -35,14 +38,3 @@ def shield(inner: "Deferred[T]") -> "Deferred[T]":
     inner.addBoth(relay, outer)
     return outer
 
-
-def with_timeout(clock: Any, deferred: Deferred, seconds: float) -> Deferred:
-    """Cancel ``deferred`` if it has not fired after ``seconds`` (callers then see CancelledError)."""
-    timer = clock.callLater(seconds, deferred.cancel)
-
-    def stop_timer(result: object) -> object:
-        if timer.active():
-            timer.cancel()
-        return result
-
-    return deferred.addBoth(stop_timer)

@@ -54,7 +54,7 @@ from tenantsvc.core.breaker import (
     retry_after_header_s,
 )
 from tenantsvc.obs.metrics import Metrics, zero
-from tenantsvc.runtime.deferreds import relay
+from tenantsvc.runtime.bounded import on_timeout, wait_at_most
 from tenantsvc.services.breaker_view import describe_machine, record_transition, zero_openings
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
@@ -284,45 +284,35 @@ class DbBreaker(Service):
 
     def _bounded(self, pending: PendingInteraction, conn_timeout_s: float, deadline_s: float | None) -> Deferred:
         """What the caller awaits for ``pending``: its result, or ``PoolTimeout`` (no connection within
-        ``conn_timeout_s``) / ``DatabaseTimeout`` (no answer within ``deadline_s``; None: unbounded)."""
+        ``conn_timeout_s``: withdrawn, it never runs) / ``DatabaseTimeout`` (no answer within ``deadline_s``;
+        None: unbounded; the interaction runs on and its late result is logged, then dropped)."""
         clock, submitted_at = self._clock, self._clock.seconds()
-        withdrawn = expired = False
-        waiter: Deferred = Deferred(lambda _: pending.deferred.cancel())
+        withdrawn = False
 
         def give_up_waiting() -> None:
             nonlocal withdrawn
-            withdrawn = True  # set first: a successful withdraw() fails the Deferred, relaying, at once
+            withdrawn = True  # set first: a successful withdraw() fails the Deferred at once
             withdrawn = pending.withdraw()
 
-        def past_deadline() -> None:
-            nonlocal expired
-            if waiter.called:
-                return
-            expired = True
+        def as_pool_timeout(failure: Failure) -> Failure:
+            if withdrawn and failure.check(CancelledError):
+                self._metrics.db_pool_timeouts.labels(pending.name).inc()
+                return Failure(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
+            return failure
+
+        def past_deadline() -> BaseException:
             self._metrics.db_deadline_timeouts.labels(pending.name).inc()
             self.machine.record_failure(clock.seconds(), TIMEOUT)  # the observer only hears of it when it ends
-            waiter.errback(DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s or 0.0))
+            return DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s or 0.0)
 
-        def settle(result: object) -> None:
-            for timer in timers:
-                if timer.active():
-                    timer.cancel()
-            if waiter.called:  # answered at the deadline (or cancelled): drop the result, never leave it unhandled
-                if expired:
-                    outcome = "success" if not isinstance(result, Failure) else type(result.value).__name__
-                    LATE_RESULT.log(name=pending.name, outcome=outcome,
-                                    elapsed_s=round(clock.seconds() - submitted_at, 3))
-                return None
-            if isinstance(result, Failure) and withdrawn and result.check(CancelledError):
-                self._metrics.db_pool_timeouts.labels(pending.name).inc()
-                result = Failure(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
-            return relay(result, waiter)
+        def late(result: object) -> None:
+            outcome = "success" if not isinstance(result, Failure) else type(result.value).__name__
+            LATE_RESULT.log(name=pending.name, outcome=outcome, elapsed_s=round(clock.seconds() - submitted_at, 3))
 
-        timers = [clock.callLater(conn_timeout_s, give_up_waiting)]
-        if deadline_s is not None:
-            timers.append(clock.callLater(deadline_s, past_deadline))
-        pending.deferred.addBoth(settle)
-        return waiter
+        answer = pending.deferred
+        on_timeout(clock, answer, conn_timeout_s, give_up_waiting)  # set before the deadline: fires first on a tie
+        answer.addErrback(as_pool_timeout)
+        return wait_at_most(clock, answer, deadline_s, past_deadline, late)
 
     def _report_probe(self, admission: Admission, error: BaseException | None) -> None:
         probe = admission.probe

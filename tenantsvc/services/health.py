@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from tenantsvc.adapters.db.pool import Database, select_one_txn
 from tenantsvc.core.clock import iso_utc_seconds
-from tenantsvc.runtime.deferreds import with_timeout
+from tenantsvc.runtime.bounded import with_timeout
 from tenantsvc.services.probe_cache import CachedProbe
 
 DB_CHECK_TIMEOUT_S = 2.0

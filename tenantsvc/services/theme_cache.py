@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.runtime.deferreds import with_timeout
+from tenantsvc.runtime.bounded import with_timeout
 from tenantsvc.adapters.redis import KeyValueStore, RedisUnavailable
 from tenantsvc.core.http_cache import strong_etag
 from tenantsvc.core.theme import DEFAULT_THEME, Theme
