@@ -171,7 +171,7 @@ def build_feed_workers(components: "Components", reactor: Any, feed: Any = None,
 
     ``feed`` and ``run_in_thread`` replace the configured feed and the thread pool (tests).
     """
-    from tenantsvc.workers.loop import LoopingWorker
+    from tenantsvc.runtime.looping import LoopingWorker
     from tenantsvc.workers.odds_poller import OddsPoller
 
     settings = components.settings
@@ -394,7 +394,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     Worker roles listen too, serving only health, readiness and metrics (``web.operations``).
     """
     from tenantsvc.web.server import WebService
-    from tenantsvc.workers.loop import LoopingWorker
+    from tenantsvc.runtime.looping import LoopingWorker
 
     top = OrderedMultiService()
     LoggingService(reactor, settings.log_file).setServiceParent(top)

@@ -31,10 +31,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, TypeVar
 
-from eliot import MessageType, fields, write_failure
+from eliot import MessageType, fields
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from tenantsvc.core.storage_errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
@@ -55,6 +54,7 @@ from tenantsvc.core.breaker import (
 )
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.runtime.bounded import on_timeout, wait_at_most
+from tenantsvc.runtime.looping import GuardedLoop
 from tenantsvc.services.breaker_view import describe_machine, record_transition, zero_openings
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
@@ -142,12 +142,12 @@ class DbBreaker(Service):
         # nothing bounds the call either (the connection wait stays bounded).
         self.deadline_s: float | None = (
             conn_timeout_s + statement_timeout_s + deadline_margin_s if statement_timeout_s > 0 else None)
-        self._sample_interval_s = sample_interval_s
         # 0 turns slow-call detection (and so the liveness check) off.
         self._slow_s: float | None = slow_call_threshold_s or None
         self.probe_timeout_s = slow_call_threshold_s or DEFAULT_PROBE_TIMEOUT_S
         self._checking = self._probing = False  # one liveness check and one dedicated probe at a time
-        self._loop: LoopingCall | None = None
+        self.sampler = GuardedLoop(SAMPLER, self.sample, clock=clock, interval_s=sample_interval_s,
+                                   on_outcome=self._sampled)
         self.machine = CircuitBreaker(config, self._transitioned)
         metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[self.machine.state])
         zero(metrics.breaker_checks, [(BREAKER_NAME, check, outcome) for check in (LIVENESS_CHECK, PROBE)
@@ -160,33 +160,30 @@ class DbBreaker(Service):
     # ---- service life --------------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start sampling pool pressure."""
+        """Start sampling pool pressure (a first sample now, then every ``sample_interval_s``)."""
         super().startService()
-        self._loop = LoopingCall(self.sample)
-        self._loop.clock = self._clock
-        self._loop.start(self._sample_interval_s, now=True)
+        self.sampler.startService()
 
     def stopService(self) -> Any:
         """Stop sampling."""
         super().stopService()
-        loop, self._loop = self._loop, None
-        if loop is not None and loop.running:
-            loop.stop()
+        self.sampler.stopService()
         return None
 
     def sample(self) -> None:
-        """One tick: feed a pool sample, count new slow calls, send a half-open probe if one is due.
+        """One tick of ``sampler``: feed a pool sample, count new slow calls, send a half-open probe if due.
 
-        The loop body: never raises, logs and counts instead.
+        The loop survives a failing tick: it is logged and counted in ``worker_ticks_total`` (``_sampled``).
         """
-        try:
-            now = self._clock.seconds()
-            pool = self._db.snapshot()
-            self.machine.observe_pressure(now, pool.in_use, pool.size, pool.waiting)
-            self._count_slow_calls(now)
-            self._probe_if_half_open()
-        except Exception:
-            write_failure(Failure())
+        now = self._clock.seconds()
+        pool = self._db.snapshot()
+        self.machine.observe_pressure(now, pool.in_use, pool.size, pool.waiting)
+        self._count_slow_calls(now)
+        self._probe_if_half_open()
+
+    def _sampled(self, failure: Failure | None) -> None:
+        """Only failed samples are counted (a success every 0.25 s would say nothing)."""
+        if failure is not None:
             self._metrics.worker_ticks.labels(SAMPLER, "error").inc()
 
     def _count_slow_calls(self, now: float) -> None:

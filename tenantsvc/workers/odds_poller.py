@@ -2,7 +2,10 @@
 
 ``ingest`` fetches a sport's odds (network, no connection held), parses them and saves them in one DB
 interaction; this module only decides *when* each sport runs and records how it went. Each sport has its
-own ``clock.callLater`` chain, so a slow or failing sport never delays another:
+own ``clock.callLater`` chain, so a slow or failing sport never delays another. (Not a
+``runtime.looping.GuardedLoop``: a LoopingCall has one fixed period for all its runs, while each sport's
+next delay is decided by how its last run went — jitter after a success, backoff and Retry-After after a
+failure — and the sports start staggered.)
 
 - start-up: sport ``i`` of ``n`` first runs ``i·period/n`` after ``startService`` (``stagger_offsets``);
 - after a success: ``jittered(period_s)`` later (50–150 %);
