@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from tenantsvc.obs.actions import traced
+from tenantsvc.runtime.actions import traced
 from tenantsvc.obs.metrics import Metrics
 
 

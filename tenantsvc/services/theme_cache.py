@@ -28,7 +28,7 @@ from tenantsvc.core.theme_cache_rules import (
     FRESH, STALE, CachedTheme, CacheWindows, decode_l2, encode_l2, freshness,
 )
 from tenantsvc.core.theme_css import render_theme_css
-from tenantsvc.obs.actions import add_fields, traced
+from tenantsvc.runtime.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.runtime.singleflight import SingleFlight

@@ -47,7 +47,7 @@ from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout,
 from tenantsvc.core.feed_errors import FEED_ERROR_KINDS, FeedError
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import jittered, retry_delay, stagger_offsets
-from tenantsvc.obs.actions import add_fields, traced
+from tenantsvc.runtime.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.errors import ServiceUnavailable
 
