@@ -42,6 +42,7 @@ ODDS_BOOKMAKER = "16"  # bet365 only
 CRICKET_ODDS_PATH, CRICKET_ODDS_CATEGORY = "getodds/soccer", "cricket_10"  # cricket lives under soccer
 FEED_DATE_FORMAT = "%d.%m.%Y"
 USER_AGENT = f"tenantsvc/{__version__}"
+REQUEST_HEADERS: dict[bytes | str, bytes | str] = {"Accept": "application/json", "User-Agent": USER_AGENT}
 
 FEED_FETCH = ActionType(
     "tenantsvc:feed:fetch",
@@ -252,7 +253,7 @@ class GoalserveClient:
     async def _get(self, path: str, url: str) -> bytes:
         """One request and its whole body; non-200 raises FeedHttpError after reading the body."""
         started = self._clock.seconds()
-        response = await self._http.get(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        response = await self._http.get(url, headers=REQUEST_HEADERS,
                                         allow_redirects=False, unbuffered=True, reactor=self._clock)
         body = await self._read_body(path, response)
         if response.code != 200:

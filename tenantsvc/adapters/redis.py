@@ -205,10 +205,9 @@ class RedisClient(Service):
     connection that may never come.
     """
 
-    name = "redis"
-
     def __init__(self, target: RedisTarget, clock: Any, timeout_s: float = DEFAULT_TIMEOUT_S, poolsize: int = 4,
                  *, pool: Any = None):
+        self.setName("redis")
         self._clock = clock
         self.timeout_s = timeout_s
         self.target = target

@@ -5,9 +5,9 @@ Timers against Deferreds (timeouts, bounded waits) are in ``tenantsvc.runtime.bo
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, Awaitable, Coroutine, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -38,3 +38,16 @@ def shield(inner: "Deferred[T]") -> "Deferred[T]":
     inner.addBoth(relay, outer)
     return outer
 
+
+
+def as_deferred(awaitable: Awaitable[T]) -> "Deferred[T]":
+    """``awaitable`` (a Deferred, a coroutine or any other awaitable) as a Deferred of its result."""
+    if isinstance(awaitable, Deferred):
+        return awaitable
+    if isinstance(awaitable, Coroutine):
+        return ensureDeferred(awaitable)
+    return ensureDeferred(_awaited(awaitable))
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

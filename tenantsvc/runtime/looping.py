@@ -30,6 +30,7 @@ class GuardedLoop(Service):
     def __init__(self, name: str, tick: Callable[[], Any], *, clock: Any, interval_s: float, run_now: bool = True,
                  on_outcome: Callable[[Failure | None], None] | None = None):
         self.setName(name)
+        self.loop_name = name  # ``name`` itself is typed Optional by Service
         self._tick = tick
         self._clock = clock
         self._interval_s = interval_s
@@ -91,7 +92,7 @@ class LoopingWorker(GuardedLoop):
         metrics.worker_built(name, clock.seconds())
 
     def _traced_tick(self) -> Deferred:
-        return traced(start_action(action_type="tenantsvc:worker:tick", worker=self.name), self._work)
+        return traced(start_action(action_type="tenantsvc:worker:tick", worker=self.loop_name), self._work)
 
     def _record(self, failure: Failure | None) -> None:
-        self._metrics.record_worker_tick(self.name, failure is None, self._clock.seconds())
+        self._metrics.record_worker_tick(self.loop_name, failure is None, self._clock.seconds())

@@ -125,8 +125,6 @@ def verdict(error: BaseException | None) -> str | None:
 class DbBreaker(Service):
     """The per-process DB circuit breaker: a Service whose sampling loop runs while it is started."""
 
-    name = "db_breaker"
-
     def __init__(self, db: GuardedDatabase, clock: Any, metrics: Metrics, *, conn_timeout_s: float,
                  statement_timeout_s: float = 3.0, deadline_margin_s: float = DEADLINE_MARGIN_S,
                  config: BreakerConfig = BreakerConfig(), sample_interval_s: float = SAMPLE_INTERVAL_S,
@@ -134,6 +132,7 @@ class DbBreaker(Service):
         if conn_timeout_s <= 0 or statement_timeout_s < 0 or deadline_margin_s < 0 or slow_call_threshold_s < 0:
             raise ValueError("conn_timeout_s must be positive, statement_timeout_s, deadline_margin_s and "
                              "slow_call_threshold_s >= 0")
+        self.setName("db_breaker")
         self._db = db
         self._clock = clock
         self._metrics = metrics

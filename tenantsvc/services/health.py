@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from tenantsvc.adapters.db.pool import Database, select_one_txn
 from tenantsvc.core.clock import iso_utc_seconds
 from tenantsvc.runtime.bounded import with_timeout
+from tenantsvc.runtime.deferreds import as_deferred
 from tenantsvc.services.probe_cache import CachedProbe
 
 DB_CHECK_TIMEOUT_S = 2.0
@@ -56,7 +57,7 @@ class HealthReport:
         if metrics is not None:
             metrics.health_probe_built(name)
             on_answer = lambda source: metrics.record_health_probe(name, source)  # noqa: E731
-        return CachedProbe(name, self._clock, lambda: ensureDeferred(entry()), max_age_s, on_answer)
+        return CachedProbe(name, self._clock, lambda: as_deferred(entry()), max_age_s, on_answer)
 
     def check(self) -> Deferred:
         """Run every check (probes from their cache); fires with the report dict."""
@@ -81,7 +82,7 @@ class HealthReport:
     async def _sessions_entry(self) -> dict[str, Any]:
         assert self._sessions_count is not None
         try:
-            count = await with_timeout(self._clock, ensureDeferred(self._sessions_count()), DB_CHECK_TIMEOUT_S)
+            count: int = await with_timeout(self._clock, as_deferred(self._sessions_count()), DB_CHECK_TIMEOUT_S)
         except Exception as error:  # the session store is down: logins fail, public traffic carries on
             return {"componentType": "datastore", "status": "warn", "output": type(error).__name__}
         return {"componentType": "datastore", "observedValue": count, "observedUnit": "sessions", "status": "pass"}
@@ -92,8 +93,9 @@ class HealthReport:
         return _timed_entry("datastore", self._db.dialect.name, status, elapsed, error)
 
     async def _redis_entry(self) -> dict[str, Any]:
-        assert self._redis_ping is not None
-        status, elapsed, error = await self._timed(lambda: ensureDeferred(self._redis_ping()))
+        ping = self._redis_ping
+        assert ping is not None
+        status, elapsed, error = await self._timed(lambda: as_deferred(ping()))
         return _timed_entry("datastore", "redis", "pass" if status == "pass" else "warn", elapsed, error)
 
     def _odds_feed_report(self, now: str) -> dict[str, Any]:

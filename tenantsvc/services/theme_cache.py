@@ -192,6 +192,7 @@ class ThemeCache:
 
     async def _answer_from_l2(self, slug: str, kind: str, correlation_id: str) -> ThemeAnswer:
         entry = await self._l2_reads.run(slug, lambda: self._read_l2(slug))
+        rendered: RenderedTheme | None
         if entry is not None:
             rendered = self._install(entry)
             state = freshness(entry.fetched_at, self._clock.seconds(), self._settings.windows)

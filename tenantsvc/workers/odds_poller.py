@@ -106,7 +106,11 @@ class OddsPoller(Service):
         metrics.worker_built(WORKER_NAME, built_at)
         zero(metrics.feed_errors, [(sport, kind) for sport in sports for kind in (*FEED_ERROR_KINDS, DB_UNAVAILABLE)])
         for sport, loop in self._loops.items():
-            metrics.watch_odds_age(sport, lambda loop=loop: self._clock.seconds() - loop.age_origin)
+            metrics.watch_odds_age(sport, self._age_of(loop))
+
+    def _age_of(self, loop: _SportLoop) -> Callable[[], float]:
+        """Seconds since ``loop``'s sport last succeeded (or since construction, before its first success)."""
+        return lambda: self._clock.seconds() - loop.age_origin
 
     def startService(self) -> None:
         """Schedule each sport's first run at its stagger offset (the first sport at offset 0)."""

@@ -21,9 +21,8 @@ RETRY_CAP_S = 30.0
 class DatabaseService(Service):
     """Migrates the schema once the DB answers; ``when_ready()`` fires after that."""
 
-    name = "db"
-
     def __init__(self, db: Database, clock: Any, random_fn: Callable[[], float] = random.random):
+        self.setName("db")
         self.db = db
         self._clock = clock
         self._random = random_fn

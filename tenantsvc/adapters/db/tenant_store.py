@@ -71,7 +71,7 @@ def active_tenant_slugs_txn(txn: Txn) -> list[str]:
     return [row["slug"] for row in txn.all("SELECT slug FROM tenants WHERE is_active = TRUE ORDER BY id")]
 
 
-def load_theme_txn(txn: Txn, slug: str) -> Theme | None:
+def load_theme_txn(txn: Txn, slug: str) -> Theme:
     """The tenant's saved theme, the default theme if it never saved one; ``NotFound`` if no such tenant."""
     row = txn.one(
         f"SELECT t.id AS tenant_id, {', '.join('th.' + a for a in ATTRIBUTES)}"
