@@ -53,7 +53,7 @@ def build_service(settings: Settings, reactor: Any, overrides: Overrides = PRODU
     operations listener, then stops the rest in reverse.
     """
     from tenantsvc.web.server import WebService
-    from tenantsvc.workers.loop import LoopingWorker
+    from tenantsvc.runtime.looping import LoopingWorker
 
     top = OrderedMultiService()
     if overrides.log:

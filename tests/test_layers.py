@@ -6,7 +6,8 @@ even on a code path no other test runs. The order, bottom to top:
     demo_feed     bundled feed documents (package data, no code)
     core          pure logic and plain values (no Twisted, no I/O: tests/core/test_purity.py)
     obs, config   metrics and eliot logging; settings parsed from the environment (both see only core)
-    runtime       Twisted plumbing shared by the layers above: relaying and bounding Deferreds, coalescing
+    runtime       Twisted plumbing shared by the layers above: relaying and bounding Deferreds, coalescing,
+                  fixed-period loops, eliot actions around Deferreds
     adapters      the only code that talks to the outside (db, redis, http): core, obs and runtime, never Settings
     services      orchestration: core, obs and the adapters' interfaces
     web, workers  Klein routes and loops: core, obs and services only, never an adapter

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any, Callable
@@ -26,6 +26,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.adapters.goalserve import FEED_DATE_FORMAT, require_result_page, require_sport
 from tenantsvc.core.feed_errors import FeedHttpError, FeedMalformed
 from tenantsvc.core.odds import results_feed_path
@@ -117,7 +118,7 @@ class DemoFeed:
     def _load(self, name: str) -> "Deferred[bytes | None]":
         """Load ``name`` (a ``/``-separated path under the root) in the blocking runner."""
         now = self._clock.seconds()
-        days = (datetime.fromtimestamp(now, timezone.utc).date() - DEMO_TODAY).days
+        days = (utc_datetime(now).date() - DEMO_TODAY).days
         resource = self._root.joinpath(*name.split("/"))
         return self._run_in_thread(load_demo_document, resource, days, int(now), name)
 

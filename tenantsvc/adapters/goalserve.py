@@ -29,8 +29,11 @@ from twisted.web.iweb import IResponse
 from treq.client import HTTPClient
 
 from tenantsvc import __version__
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.feed_errors import FeedError, FeedHttpError, FeedMalformed, FeedTimeout, FeedUnreachable
 from tenantsvc.core.odds import SPORT_CATEGORIES, results_feed_path
+from tenantsvc.runtime.bounded import on_timeout
+from tenantsvc.runtime.deferreds import relay
 
 DEFAULT_TIMEOUT_S = 15.0  # the original client's read timeout (notes §4)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # the soccer odds document is about 34 MB
@@ -39,6 +42,7 @@ ODDS_BOOKMAKER = "16"  # bet365 only
 CRICKET_ODDS_PATH, CRICKET_ODDS_CATEGORY = "getodds/soccer", "cricket_10"  # cricket lives under soccer
 FEED_DATE_FORMAT = "%d.%m.%Y"
 USER_AGENT = f"tenantsvc/{__version__}"
+REQUEST_HEADERS: dict[bytes | str, bytes | str] = {"Accept": "application/json", "User-Agent": USER_AGENT}
 
 FEED_FETCH = ActionType(
     "tenantsvc:feed:fetch",
@@ -90,7 +94,7 @@ def require_result_page(page: str) -> None:
 
 def odds_window(now: float) -> tuple[str, str]:
     """The odds date window, yesterday..tomorrow in UTC, as ``DD.MM.YYYY`` strings."""
-    today = datetime.fromtimestamp(now, timezone.utc).date()
+    today = utc_datetime(now).date()
     return ((today - timedelta(days=1)).strftime(FEED_DATE_FORMAT),
             (today + timedelta(days=1)).strftime(FEED_DATE_FORMAT))
 
@@ -242,8 +246,7 @@ class GoalserveClient:
         action = FEED_FETCH(path=path)
         with action.context():
             work = ensureDeferred(self._get(path, f"{self._url_prefix}{path}?{query}"))
-            timer = self._clock.callLater(self.timeout_s, deadline.stop, "timeout", work)
-            work.addBoth(_cancel_timer, timer)
+            on_timeout(self._clock, work, self.timeout_s, lambda: deadline.stop("timeout", work))
             work.addErrback(_as_feed_error, path, deadline, self.timeout_s)
             finished = DeferredContext(work).addActionFinish()
         return _cancellable(finished, lambda: deadline.stop("cancelled", work))
@@ -251,8 +254,7 @@ class GoalserveClient:
     async def _get(self, path: str, url: str) -> bytes:
         """One request and its whole body; non-200 raises FeedHttpError after reading the body."""
         started = self._clock.seconds()
-        headers: dict[str | bytes, str | bytes] = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        response = await self._http.get(url, headers=headers,
+        response = await self._http.get(url, headers=REQUEST_HEADERS,
                                         allow_redirects=False, unbuffered=True, reactor=self._clock)
         body = await self._read_body(path, response)
         if response.code != 200:
@@ -274,12 +276,6 @@ class GoalserveClient:
         return parse_retry_after(values[0] if values else None, self._clock.seconds())
 
 
-def _cancel_timer(result: object, timer: Any) -> object:
-    if timer.active():
-        timer.cancel()
-    return result
-
-
 def _add_success_fields(**success_fields: Any) -> None:
     """Add ``success_fields`` to the eliot action the caller runs in."""
     action = current_action()
@@ -290,13 +286,5 @@ def _add_success_fields(**success_fields: Any) -> None:
 def _cancellable(inner: "Deferred[bytes]", on_cancel: Callable[[], None]) -> "Deferred[bytes]":
     """A Deferred for ``inner``'s result whose cancellation runs ``on_cancel`` (which stops ``inner``)."""
     outer: "Deferred[bytes]" = Deferred(lambda _: on_cancel())
-
-    def relay(result: object) -> None:
-        if not outer.called:  # after a cancel, ``outer`` already failed with CancelledError
-            if isinstance(result, Failure):
-                outer.errback(result)
-            else:
-                outer.callback(result)  # type: ignore[arg-type]
-
-    inner.addBoth(relay)
+    inner.addBoth(relay, outer)  # after a cancel, ``outer`` already failed with CancelledError: dropped
     return outer

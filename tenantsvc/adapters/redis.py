@@ -24,6 +24,8 @@ from twisted.python.failure import Failure
 
 from tenantsvc.core.targets import RedisTarget
 from tenantsvc.core.breaker import CONNECTION_ERROR, TIMEOUT
+from tenantsvc.runtime.bounded import on_timeout
+from tenantsvc.runtime.deferreds import relay
 
 DEFAULT_TIMEOUT_S = 0.5
 MAX_RECONNECT_DELAY_S = 2.0  # come back quickly once Redis is reachable again
@@ -124,29 +126,14 @@ def bounded_call(clock: Any, send: Callable[[], Deferred], timeout_s: float,
     Cancelling the returned Deferred cancels the call. ``on_verdict(waiter, verdict)`` is told how the call
     ended before the caller is (the returned Deferred may already have been failed by someone else then).
     """
-    timed_out = False
     sending = maybeDeferred(send)
     waiter: Deferred = Deferred(lambda _: sending.cancel())
-
-    def expire() -> None:
-        nonlocal timed_out
-        timed_out = True
-        sending.cancel()
-
-    timer = clock.callLater(timeout_s, expire)
+    timeout = on_timeout(clock, sending, timeout_s)
 
     def settle(result: object) -> None:
-        if timer.active():
-            timer.cancel()
         if on_verdict is not None:
-            on_verdict(waiter, verdict(result, timed_out))
-        if waiter.called:  # failed early (or cancelled): the late result is dropped, never left unhandled
-            return None
-        if isinstance(result, Failure):
-            waiter.errback(result)
-        else:
-            waiter.callback(result)
-        return None
+            on_verdict(waiter, verdict(result, timeout.expired))
+        return relay(result, waiter)  # failed early (or cancelled): the late result is dropped, never left unhandled
 
     sending.addBoth(settle)
     return waiter
@@ -218,10 +205,9 @@ class RedisClient(Service):
     connection that may never come.
     """
 
-    name = "redis"  # type: ignore[assignment]  # Twisted declares Service.name = None
-
     def __init__(self, target: RedisTarget, clock: Any, timeout_s: float = DEFAULT_TIMEOUT_S, poolsize: int = 4,
                  *, pool: Any = None):
+        self.setName("redis")
         self._clock = clock
         self.timeout_s = timeout_s
         self.target = target

@@ -14,7 +14,7 @@ from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.db_guard import DbBreaker
 from tenantsvc.services.odds_ingest import OddsIngest
 from tenantsvc.services.settlement import SettlementService
-from tenantsvc.workers.loop import LoopingWorker
+from tenantsvc.runtime.looping import LoopingWorker
 from tenantsvc.workers.odds_poller import OddsPoller
 
 

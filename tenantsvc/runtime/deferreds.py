@@ -1,10 +1,13 @@
-"""Deferred helpers: relay a result into a waiter that may have fired already, shield work, time it out."""
+"""Deferred helpers: relay a result into a waiter that may have fired already, shield work from cancellation.
+
+Timers against Deferreds (timeouts, bounded waits) are in ``tenantsvc.runtime.bounded``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Awaitable, Coroutine, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -36,13 +39,15 @@ def shield(inner: "Deferred[T]") -> "Deferred[T]":
     return outer
 
 
-def with_timeout(clock: Any, deferred: Deferred, seconds: float) -> Deferred:
-    """Cancel ``deferred`` if it has not fired after ``seconds`` (callers then see CancelledError)."""
-    timer = clock.callLater(seconds, deferred.cancel)
 
-    def stop_timer(result: object) -> object:
-        if timer.active():
-            timer.cancel()
-        return result
+def as_deferred(awaitable: Awaitable[T]) -> "Deferred[T]":
+    """``awaitable`` (a Deferred, a coroutine or any other awaitable) as a Deferred of its result."""
+    if isinstance(awaitable, Deferred):
+        return awaitable
+    if isinstance(awaitable, Coroutine):
+        return ensureDeferred(awaitable)
+    return ensureDeferred(_awaited(awaitable))
 
-    return deferred.addBoth(stop_timer)
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

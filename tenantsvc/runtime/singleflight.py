@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Generic, Hashable, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
-from tenantsvc.runtime.deferreds import relay
+from tenantsvc.runtime.deferreds import as_deferred, relay
 
 T = TypeVar("T")
 
@@ -60,6 +60,4 @@ class SingleFlight(Generic[T]):
 
 def _start(work: Callable[[], Any]) -> Any:
     result = work()
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return ensureDeferred(result)
-    return result
+    return as_deferred(result) if hasattr(result, "__await__") else result

@@ -17,13 +17,13 @@ from tenantsvc.adapters.db import bet_store
 from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import InteractionRunner
 from tenantsvc.runtime.deferreds import shield
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.bets import bet_fingerprint, parse_bet_request
 from tenantsvc.core.odds import odds_text
 from tenantsvc.core.settlement import SETTLED_OUTCOMES
 from tenantsvc.core.validation import ValidationFailed, check_text, check_unknown_fields
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.errors import Conflict, NotFoundError, Unprocessable
-from tenantsvc.services.odds_ingest import utc_now
 from tenantsvc.services.settlement import MAX_REASON_LENGTH, SETTLED_OUTCOMES_IN_ORDER, record_settlement
 
 BET_PLACED = MessageType("tenantsvc:bets:placed", fields(tenant=str, bet_id=int, replayed=bool),
@@ -59,7 +59,7 @@ class BettingService:
         try:
             placed = await shield(self._writes.run_interaction(
                 "place_bet", bet_store.place_bet_txn, tenant, user_id, bet, idempotency_key, fingerprint,
-                utc_now(self._clock), self._max_odds_age_s))
+                utc_datetime(self._clock.seconds()), self._max_odds_age_s))
         except bet_store.BetRejected as rejected:
             self._refused(tenant, rejected.code)
             raise self._as_service_error(rejected) from None

@@ -31,10 +31,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, TypeVar
 
-from eliot import MessageType, fields, write_failure
+from eliot import MessageType, fields
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from tenantsvc.core.storage_errors import DatabaseUnavailable, InteractionAbandoned, StatementTimeout
@@ -54,7 +53,8 @@ from tenantsvc.core.breaker import (
     retry_after_header_s,
 )
 from tenantsvc.obs.metrics import Metrics, zero
-from tenantsvc.runtime.deferreds import relay
+from tenantsvc.runtime.bounded import on_timeout, wait_at_most
+from tenantsvc.runtime.looping import GuardedLoop
 from tenantsvc.services.breaker_view import describe_machine, record_transition, zero_openings
 from tenantsvc.services.errors import BreakerOpen, DatabaseTimeout, PoolTimeout
 
@@ -125,8 +125,6 @@ def verdict(error: BaseException | None) -> str | None:
 class DbBreaker(Service):
     """The per-process DB circuit breaker: a Service whose sampling loop runs while it is started."""
 
-    name = "db_breaker"
-
     def __init__(self, db: GuardedDatabase, clock: Any, metrics: Metrics, *, conn_timeout_s: float,
                  statement_timeout_s: float = 3.0, deadline_margin_s: float = DEADLINE_MARGIN_S,
                  config: BreakerConfig = BreakerConfig(), sample_interval_s: float = SAMPLE_INTERVAL_S,
@@ -134,6 +132,7 @@ class DbBreaker(Service):
         if conn_timeout_s <= 0 or statement_timeout_s < 0 or deadline_margin_s < 0 or slow_call_threshold_s < 0:
             raise ValueError("conn_timeout_s must be positive, statement_timeout_s, deadline_margin_s and "
                              "slow_call_threshold_s >= 0")
+        self.setName("db_breaker")
         self._db = db
         self._clock = clock
         self._metrics = metrics
@@ -142,12 +141,12 @@ class DbBreaker(Service):
         # nothing bounds the call either (the connection wait stays bounded).
         self.deadline_s: float | None = (
             conn_timeout_s + statement_timeout_s + deadline_margin_s if statement_timeout_s > 0 else None)
-        self._sample_interval_s = sample_interval_s
         # 0 turns slow-call detection (and so the liveness check) off.
         self._slow_s: float | None = slow_call_threshold_s or None
         self.probe_timeout_s = slow_call_threshold_s or DEFAULT_PROBE_TIMEOUT_S
         self._checking = self._probing = False  # one liveness check and one dedicated probe at a time
-        self._loop: LoopingCall | None = None
+        self.sampler = GuardedLoop(SAMPLER, self.sample, clock=clock, interval_s=sample_interval_s,
+                                   on_outcome=self._sampled)
         self.machine = CircuitBreaker(config, self._transitioned)
         metrics.breaker_state.labels(BREAKER_NAME).set(STATE_CODES[self.machine.state])
         zero(metrics.breaker_checks, [(BREAKER_NAME, check, outcome) for check in (LIVENESS_CHECK, PROBE)
@@ -160,33 +159,30 @@ class DbBreaker(Service):
     # ---- service life --------------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start sampling pool pressure."""
+        """Start sampling pool pressure (a first sample now, then every ``sample_interval_s``)."""
         super().startService()
-        self._loop = LoopingCall(self.sample)
-        self._loop.clock = self._clock
-        self._loop.start(self._sample_interval_s, now=True)
+        self.sampler.startService()
 
     def stopService(self) -> Any:
         """Stop sampling."""
         super().stopService()
-        loop, self._loop = self._loop, None
-        if loop is not None and loop.running:
-            loop.stop()
+        self.sampler.stopService()
         return None
 
     def sample(self) -> None:
-        """One tick: feed a pool sample, count new slow calls, send a half-open probe if one is due.
+        """One tick of ``sampler``: feed a pool sample, count new slow calls, send a half-open probe if due.
 
-        The loop body: never raises, logs and counts instead.
+        The loop survives a failing tick: it is logged and counted in ``worker_ticks_total`` (``_sampled``).
         """
-        try:
-            now = self._clock.seconds()
-            pool = self._db.snapshot()
-            self.machine.observe_pressure(now, pool.in_use, pool.size, pool.waiting)
-            self._count_slow_calls(now)
-            self._probe_if_half_open()
-        except Exception:
-            write_failure(Failure())
+        now = self._clock.seconds()
+        pool = self._db.snapshot()
+        self.machine.observe_pressure(now, pool.in_use, pool.size, pool.waiting)
+        self._count_slow_calls(now)
+        self._probe_if_half_open()
+
+    def _sampled(self, failure: Failure | None) -> None:
+        """Only failed samples are counted (a success every 0.25 s would say nothing)."""
+        if failure is not None:
             self._metrics.worker_ticks.labels(SAMPLER, "error").inc()
 
     def _count_slow_calls(self, now: float) -> None:
@@ -284,45 +280,35 @@ class DbBreaker(Service):
 
     def _bounded(self, pending: PendingInteraction, conn_timeout_s: float, deadline_s: float | None) -> Deferred:
         """What the caller awaits for ``pending``: its result, or ``PoolTimeout`` (no connection within
-        ``conn_timeout_s``) / ``DatabaseTimeout`` (no answer within ``deadline_s``; None: unbounded)."""
+        ``conn_timeout_s``: withdrawn, it never runs) / ``DatabaseTimeout`` (no answer within ``deadline_s``;
+        None: unbounded; the interaction runs on and its late result is logged, then dropped)."""
         clock, submitted_at = self._clock, self._clock.seconds()
-        withdrawn = expired = False
-        waiter: Deferred = Deferred(lambda _: pending.deferred.cancel())
+        withdrawn = False
 
         def give_up_waiting() -> None:
             nonlocal withdrawn
-            withdrawn = True  # set first: a successful withdraw() fails the Deferred, relaying, at once
+            withdrawn = True  # set first: a successful withdraw() fails the Deferred at once
             withdrawn = pending.withdraw()
 
-        def past_deadline() -> None:
-            nonlocal expired
-            if waiter.called:
-                return
-            expired = True
+        def as_pool_timeout(failure: Failure) -> Failure:
+            if withdrawn and failure.check(CancelledError):
+                self._metrics.db_pool_timeouts.labels(pending.name).inc()
+                return Failure(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
+            return failure
+
+        def past_deadline() -> BaseException:
             self._metrics.db_deadline_timeouts.labels(pending.name).inc()
             self.machine.record_failure(clock.seconds(), TIMEOUT)  # the observer only hears of it when it ends
-            waiter.errback(DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s or 0.0))
+            return DatabaseTimeout(DEADLINE_RETRY_AFTER_S, deadline_s or 0.0)
 
-        def settle(result: object) -> None:
-            for timer in timers:
-                if timer.active():
-                    timer.cancel()
-            if waiter.called:  # answered at the deadline (or cancelled): drop the result, never leave it unhandled
-                if expired:
-                    outcome = "success" if not isinstance(result, Failure) else type(result.value).__name__
-                    LATE_RESULT.log(name=pending.name, outcome=outcome,
-                                    elapsed_s=round(clock.seconds() - submitted_at, 3))
-                return None
-            if isinstance(result, Failure) and withdrawn and result.check(CancelledError):
-                self._metrics.db_pool_timeouts.labels(pending.name).inc()
-                result = Failure(PoolTimeout(POOL_TIMEOUT_RETRY_AFTER_S, conn_timeout_s))
-            return relay(result, waiter)
+        def late(result: object) -> None:
+            outcome = "success" if not isinstance(result, Failure) else type(result.value).__name__
+            LATE_RESULT.log(name=pending.name, outcome=outcome, elapsed_s=round(clock.seconds() - submitted_at, 3))
 
-        timers = [clock.callLater(conn_timeout_s, give_up_waiting)]
-        if deadline_s is not None:
-            timers.append(clock.callLater(deadline_s, past_deadline))
-        pending.deferred.addBoth(settle)
-        return waiter
+        answer = pending.deferred
+        on_timeout(clock, answer, conn_timeout_s, give_up_waiting)  # set before the deadline: fires first on a tie
+        answer.addErrback(as_pool_timeout)
+        return wait_at_most(clock, answer, deadline_s, past_deadline, late)
 
     def _report_probe(self, admission: Admission, error: BaseException | None) -> None:
         probe = admission.probe

@@ -5,13 +5,14 @@ The probes that leave the process are cached (``services.probe_cache``): see ``H
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Callable, Coroutine
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tenantsvc.adapters.db.pool import Database, select_one_txn
-from tenantsvc.runtime.deferreds import with_timeout
+from tenantsvc.core.clock import iso_utc_seconds
+from tenantsvc.runtime.bounded import with_timeout
+from tenantsvc.runtime.deferreds import as_deferred
 from tenantsvc.services.probe_cache import CachedProbe
 
 DB_CHECK_TIMEOUT_S = 2.0
@@ -56,7 +57,7 @@ class HealthReport:
         if metrics is not None:
             metrics.health_probe_built(name)
             on_answer = lambda source: metrics.record_health_probe(name, source)  # noqa: E731
-        return CachedProbe(name, self._clock, lambda: ensureDeferred(entry()), max_age_s, on_answer)
+        return CachedProbe(name, self._clock, lambda: as_deferred(entry()), max_age_s, on_answer)
 
     def check(self) -> Deferred:
         """Run every check (probes from their cache); fires with the report dict."""
@@ -65,7 +66,7 @@ class HealthReport:
     async def _reading(self, probe: str) -> dict[str, Any]:
         """The probe's entry with the time its reading was taken and its age now."""
         reading = await self._probes[probe].get()
-        return {**reading.value, "time": self._iso(reading.taken_at),
+        return {**reading.value, "time": iso_utc_seconds(reading.taken_at),
                 "ageSeconds": round(reading.age_s(self._clock.seconds()), 3)}
 
     async def _pool_entry(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class HealthReport:
     async def _sessions_entry(self) -> dict[str, Any]:
         assert self._sessions_count is not None
         try:
-            count = await with_timeout(self._clock, ensureDeferred(self._sessions_count()), DB_CHECK_TIMEOUT_S)
+            count: int = await with_timeout(self._clock, as_deferred(self._sessions_count()), DB_CHECK_TIMEOUT_S)
         except Exception as error:  # the session store is down: logins fail, public traffic carries on
             return {"componentType": "datastore", "status": "warn", "output": type(error).__name__}
         return {"componentType": "datastore", "observedValue": count, "observedUnit": "sessions", "status": "pass"}
@@ -92,9 +93,9 @@ class HealthReport:
         return _timed_entry("datastore", self._db.dialect.name, status, elapsed, error)
 
     async def _redis_entry(self) -> dict[str, Any]:
-        redis_ping = self._redis_ping
-        assert redis_ping is not None
-        status, elapsed, error = await self._timed(lambda: ensureDeferred(redis_ping()))
+        ping = self._redis_ping
+        assert ping is not None
+        status, elapsed, error = await self._timed(lambda: as_deferred(ping()))
         return _timed_entry("datastore", "redis", "pass" if status == "pass" else "warn", elapsed, error)
 
     def _odds_feed_report(self, now: str) -> dict[str, Any]:
@@ -104,10 +105,6 @@ class HealthReport:
         failing = sorted(sport for sport, state in sports.items() if state.get("consecutive_failures"))
         return {"componentType": "component", "observedValue": len(failing), "observedUnit": "sports failing",
                 "status": "warn" if failing else "pass", "time": now, "sports": sports}
-
-    @staticmethod
-    def _iso(seconds: float) -> str:
-        return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
     async def _timed(self, probe: Callable[[], Deferred]) -> tuple[str, float | None, str | None]:
         started = self._clock.seconds()
@@ -119,7 +116,7 @@ class HealthReport:
 
     async def _report(self) -> dict[str, Any]:
         checks: dict[str, list[dict[str, Any]]] = {}
-        now = self._iso(self._clock.seconds())
+        now = iso_utc_seconds(self._clock.seconds())
         database = await self._reading("database")
         checks["database:responseTime"] = [database]
         pool = self._db.snapshot()

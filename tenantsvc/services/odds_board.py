@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from tenantsvc.adapters.db import odds_store
 from tenantsvc.adapters.db.pool import InteractionRunner
+from tenantsvc.core.clock import iso_utc, utc_datetime
 from tenantsvc.core.http_cache import strong_etag
 from tenantsvc.core.odds import MARKETS, SELECTIONS, SPORTS, FeedMatch, odds_text
 from tenantsvc.services.errors import NotFoundError, ServiceUnavailable
-from tenantsvc.services.odds_ingest import utc_now
 from tenantsvc.runtime.singleflight import SingleFlight
 
 MATCHES_PER_ANSWER = 300
@@ -38,8 +39,8 @@ class _Entry:
     expires_at: float
 
 
-def _iso(moment: Any) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else iso_utc(moment)
 
 
 def match_json(match: FeedMatch) -> dict[str, Any]:
@@ -88,7 +89,7 @@ class OddsBoard:
 
     async def _load(self, sport: str) -> OddsAnswer:
         odds = await self._reads.run_interaction(
-            "upcoming_odds", odds_store.upcoming_odds_txn, sport, utc_now(self._clock), MATCHES_PER_ANSWER)
+            "upcoming_odds", odds_store.upcoming_odds_txn, sport, utc_datetime(self._clock.seconds()), MATCHES_PER_ANSWER)
         payload = {"sport": sport, "updated_at": _iso(odds.updated_at),
                    "matches": [match_json(match) for match in odds.matches]}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

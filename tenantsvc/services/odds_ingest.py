@@ -10,14 +10,16 @@ off on.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from eliot import MessageType, fields, start_action
+from twisted.internet.defer import Deferred
 
 from tenantsvc.adapters.db import odds_store
 from tenantsvc.adapters.db.pool import InteractionRunner
+from tenantsvc.runtime.actions import traced
 from tenantsvc.runtime.deferreds import shield
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.goalserve_odds import parse_odds_document
 from tenantsvc.core.odds import OddsSnapshot
 
@@ -41,11 +43,6 @@ class OddsFeed(Protocol):
         """The raw odds document of ``sport``."""
 
 
-def utc_now(clock: Any) -> datetime:
-    """``clock.seconds()`` as a timezone-aware UTC datetime."""
-    return datetime.fromtimestamp(clock.seconds(), tz=timezone.utc)
-
-
 class OddsIngest:
     """Fetch → parse (in a thread) → save, for one sport at a time; called by ``workers.odds_poller``."""
 
@@ -55,22 +52,25 @@ class OddsIngest:
         self._clock = clock
         self._run_in_thread = run_in_thread
 
-    async def ingest(self, sport: str) -> odds_store.SaveSummary:
-        """Poll ``sport`` once; raises ``FeedError`` when the feed fails or its document is unusable."""
-        with start_action(action_type="tenantsvc:odds:ingest", sport=sport):
-            started = self._clock.seconds()
-            body = await self._feed.fetch_odds(sport)
-            fetched_at = utc_now(self._clock)
-            FETCHED.log(sport=sport, bytes=len(body), fetch_ms=self._ms_since(started))
-            parse_started = self._clock.seconds()
-            snapshot: OddsSnapshot = await self._run_in_thread(parse_odds_document, sport, body)
-            PARSED.log(sport=sport, matches=len(snapshot.matches), parse_ms=self._ms_since(parse_started))
-            save_started = self._clock.seconds()
-            # Shielded: stopping the worker mid-save must not abandon a transaction half way.
-            summary = await shield(self._db.run_interaction("save_odds", odds_store.save_odds_txn, snapshot, fetched_at))
-            SAVED.log(sport=sport, matches=summary.matches, prices=summary.prices, suspended=summary.suspended,
-                      save_ms=self._ms_since(save_started))
-            return summary
+    def ingest(self, sport: str) -> "Deferred[odds_store.SaveSummary]":
+        """Poll ``sport`` once as one ``tenantsvc:odds:ingest`` action; fails with ``FeedError`` when the feed
+        fails or its document is unusable."""
+        return traced(start_action(action_type="tenantsvc:odds:ingest", sport=sport), lambda: self._ingest(sport))
+
+    async def _ingest(self, sport: str) -> odds_store.SaveSummary:
+        started = self._clock.seconds()
+        body = await self._feed.fetch_odds(sport)
+        fetched_at = utc_datetime(self._clock.seconds())
+        FETCHED.log(sport=sport, bytes=len(body), fetch_ms=self._ms_since(started))
+        parse_started = self._clock.seconds()
+        snapshot: OddsSnapshot = await self._run_in_thread(parse_odds_document, sport, body)
+        PARSED.log(sport=sport, matches=len(snapshot.matches), parse_ms=self._ms_since(parse_started))
+        save_started = self._clock.seconds()
+        # Shielded: stopping the worker mid-save must not abandon a transaction half way.
+        summary = await shield(self._db.run_interaction("save_odds", odds_store.save_odds_txn, snapshot, fetched_at))
+        SAVED.log(sport=sport, matches=summary.matches, prices=summary.prices, suspended=summary.suspended,
+                  save_ms=self._ms_since(save_started))
+        return summary
 
     def _ms_since(self, started: float) -> float:
         return round((self._clock.seconds() - started) * 1000.0, 3)

@@ -18,17 +18,20 @@ from datetime import datetime
 from typing import Any, Awaitable, Protocol
 
 from eliot import MessageType, fields, start_action
+from twisted.internet.defer import Deferred
 
 from tenantsvc.adapters.db import bet_store
 from tenantsvc.adapters.db.pool import InteractionRunner
+from tenantsvc.runtime.actions import add_fields, traced
 from tenantsvc.runtime.deferreds import shield
+from tenantsvc.core.clock import utc_datetime
 from tenantsvc.core.feed_errors import FeedError
 from tenantsvc.core.goalserve_results import parse_results_document
 from tenantsvc.core.odds import MatchResult, results_feed_path
 from tenantsvc.core.settlement import (LOST, PENDING, REVIEW, REVIEW_KINDS, VOID, WON, SettlementPolicy,
                                        decide)
 from tenantsvc.obs.metrics import Metrics, zero
-from tenantsvc.services.odds_ingest import RunInThread, utc_now
+from tenantsvc.services.odds_ingest import RunInThread
 
 OLDEST_RESULTS_PAGE_DAYS = 7  # the feed keeps d-1 … d-7
 MAX_REASON_LENGTH = 200  # bets.settle_reason / review_reason
@@ -94,22 +97,24 @@ class SettlementService:
         zero(metrics.bets_review, [(kind,) for kind in REVIEW_KINDS])
         zero(metrics.bets_settled, [(outcome,) for outcome in SETTLED_OUTCOMES_IN_ORDER])
 
-    async def run_cycle(self) -> CycleReport:
-        """Judge every pending bet of every started match once; settle, mark for review or leave pending."""
+    def run_cycle(self) -> "Deferred[CycleReport]":
+        """Judge every pending bet of every started match once (one ``tenantsvc:settlement:cycle`` action);
+        settle, mark for review or leave pending."""
+        return traced(start_action(action_type="tenantsvc:settlement:cycle"), self._cycle)
+
+    async def _cycle(self) -> CycleReport:
         report = CycleReport()
-        with start_action(action_type="tenantsvc:settlement:cycle") as action:
-            now = utc_now(self._clock)
-            matches = await self._db.run_interaction(
-                "matches_with_pending_bets", bet_store.matches_with_pending_bets_txn, now)
-            report.matches = len(matches)
-            results, unavailable = await self._results_for(matches, now, report)
-            for match in matches:
-                if match.match_id in unavailable:
-                    continue
-                await self._judge_match(match.match_id, results.get(match.match_id), now, report)
-            action.add_success_fields(matches=report.matches, pages=report.pages_fetched,
-                                      pages_failed=report.pages_failed, settled=sum(report.settled.values()),
-                                      reviewed=report.reviewed, pending=report.pending)
+        now = utc_datetime(self._clock.seconds())
+        matches = await self._db.run_interaction(
+            "matches_with_pending_bets", bet_store.matches_with_pending_bets_txn, now)
+        report.matches = len(matches)
+        results, unavailable = await self._results_for(matches, now, report)
+        for match in matches:
+            if match.match_id in unavailable:
+                continue
+            await self._judge_match(match.match_id, results.get(match.match_id), now, report)
+        add_fields(matches=report.matches, pages=report.pages_fetched, pages_failed=report.pages_failed,
+                   settled=sum(report.settled.values()), reviewed=report.reviewed, pending=report.pending)
         return report
 
     async def _results_for(self, matches: list[Any], now: datetime,

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.adapters.db.pool import InteractionRunner
-from tenantsvc.runtime.deferreds import with_timeout
+from tenantsvc.runtime.bounded import with_timeout
 from tenantsvc.adapters.redis import KeyValueStore, RedisUnavailable
 from tenantsvc.core.http_cache import (
     THEME_DEFAULT, THEME_FRESH, THEME_STALE, CacheHeaders, strong_etag, theme_cache_headers,
@@ -30,7 +30,7 @@ from tenantsvc.core.theme_cache_rules import (
     FRESH, STALE, CachedTheme, CacheWindows, decode_l2, encode_l2, freshness,
 )
 from tenantsvc.core.theme_css import render_theme_css
-from tenantsvc.obs.actions import add_fields, traced
+from tenantsvc.runtime.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.registry import TenantRegistry
 from tenantsvc.runtime.singleflight import SingleFlight

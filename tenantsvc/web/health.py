@@ -10,11 +10,11 @@ listener's set: ``/healthz`` and ``/readyz``, the other two a plain 404).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from tenantsvc.core.clock import iso_utc_seconds
 from tenantsvc.core.request_classes import OPERATIONAL
 from tenantsvc.web.bearer import BearerToken
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
@@ -61,9 +61,6 @@ class Readiness:
         return {"status": state}
 
 
-def _iso_now(clock: Any) -> str:
-    return datetime.fromtimestamp(clock.seconds(), timezone.utc).isoformat().replace("+00:00", "Z")
-
 
 def _only_get(request: Any) -> None:
     if request.method not in (b"GET", b"HEAD"):
@@ -97,7 +94,7 @@ def operational_handlers(
         _only_get(request)
         _no_subpath(segments)
         return respond_json(request, 200, {"ok": True, "status": "ok", "version": version,
-                                           "timestamp": _iso_now(clock)}, {"Cache-Control": NO_STORE})
+                                           "timestamp": iso_utc_seconds(clock.seconds())}, {"Cache-Control": NO_STORE})
 
     def readyz(request: Any, segments: list[bytes]) -> bytes:
         request.endpoint_label = "/readyz"

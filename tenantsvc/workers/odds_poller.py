@@ -2,7 +2,10 @@
 
 ``ingest`` fetches a sport's odds (network, no connection held), parses them and saves them in one DB
 interaction; this module only decides *when* each sport runs and records how it went. Each sport has its
-own ``clock.callLater`` chain, so a slow or failing sport never delays another:
+own ``clock.callLater`` chain, so a slow or failing sport never delays another. (Not a
+``runtime.looping.GuardedLoop``: a LoopingCall has one fixed period for all its runs, while each sport's
+next delay is decided by how its last run went — jitter after a success, backoff and Retry-After after a
+failure — and the sports start staggered.)
 
 - start-up: sport ``i`` of ``n`` first runs ``i·period/n`` after ``startService`` (``stagger_offsets``);
 - after a success: ``jittered(period_s)`` later (50–150 %);
@@ -44,7 +47,7 @@ from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout,
 from tenantsvc.core.feed_errors import FEED_ERROR_KINDS, FeedError
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import jittered, retry_delay, stagger_offsets
-from tenantsvc.obs.actions import add_fields, traced
+from tenantsvc.runtime.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics, zero
 from tenantsvc.services.errors import ServiceUnavailable
 
@@ -103,7 +106,11 @@ class OddsPoller(Service):
         metrics.worker_built(WORKER_NAME, built_at)
         zero(metrics.feed_errors, [(sport, kind) for sport in sports for kind in (*FEED_ERROR_KINDS, DB_UNAVAILABLE)])
         for sport, loop in self._loops.items():
-            metrics.watch_odds_age(sport, lambda loop=loop: float(self._clock.seconds() - loop.age_origin))  # type: ignore[misc]
+            metrics.watch_odds_age(sport, self._age_of(loop))
+
+    def _age_of(self, loop: _SportLoop) -> Callable[[], float]:
+        """Seconds since ``loop``'s sport last succeeded (or since construction, before its first success)."""
+        return lambda: self._clock.seconds() - loop.age_origin
 
     def startService(self) -> None:
         """Schedule each sport's first run at its stagger offset (the first sport at offset 0)."""

@@ -254,7 +254,7 @@ def test_a_failing_snapshot_never_kills_the_sampling_loop(env):
     env.clock.advance(SAMPLE_INTERVAL_S)
     env.clock.advance(SAMPLE_INTERVAL_S)
     assert env.metric("worker_ticks_total", worker="db_breaker_sampler", outcome="error") == 2
-    assert env.breaker._loop is not None and env.breaker._loop.running
+    assert env.breaker.sampler.looping
 
 
 def test_stopping_the_service_stops_sampling():

@@ -7,11 +7,12 @@ from typing import Any, Callable
 
 from eliot import start_action, write_failure
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 
 from tenantsvc.adapters.db.migrations import apply_migrations_txn
 from tenantsvc.adapters.db.pool import Database
 from tenantsvc.core.backoff import backoff_delay
+from tenantsvc.runtime.actions import add_fields, traced
 
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0
@@ -20,9 +21,8 @@ RETRY_CAP_S = 30.0
 class DatabaseService(Service):
     """Migrates the schema once the DB answers; ``when_ready()`` fires after that."""
 
-    name = "db"  # type: ignore[assignment]  # Twisted declares Service.name = None
-
     def __init__(self, db: Database, clock: Any, random_fn: Callable[[], float] = random.random):
+        self.setName("db")
         self.db = db
         self._clock = clock
         self._random = random_fn
@@ -53,13 +53,12 @@ class DatabaseService(Service):
         self._retry = None
 
         async def migrate() -> list[int]:
-            with start_action(action_type="tenantsvc:db:migrate", attempt=self._attempt) as action:
-                applied = await self.db.run_interaction(
-                    "migrate", apply_migrations_txn, self.db.dialect.types)
-                action.addSuccessFields(applied=applied)
-                return applied
+            applied = await self.db.run_interaction("migrate", apply_migrations_txn, self.db.dialect.types)
+            add_fields(applied=applied)
+            return applied
 
-        ensureDeferred(migrate()).addCallbacks(self._migrated, self._migration_failed)
+        traced(start_action(action_type="tenantsvc:db:migrate", attempt=self._attempt), migrate).addCallbacks(
+            self._migrated, self._migration_failed)
 
     def _migrated(self, _: object) -> None:
         self._ready = True

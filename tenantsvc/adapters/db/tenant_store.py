@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from tenantsvc.core.storage_errors import IntegrityViolation
 from tenantsvc.adapters.db.pool import Txn
+from tenantsvc.core.clock import iso_utc
 from tenantsvc.core.theme import ATTRIBUTES, Theme
 
 _THEME_COLUMNS = ", ".join(ATTRIBUTES)
@@ -19,9 +20,7 @@ def to_iso(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return iso_utc(value)
 
 
 class NotFound(LookupError):
