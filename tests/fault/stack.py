@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.internet.task import deferLater
 
 from tenantsvc.adapters.db import tenant_store
 from tenantsvc.config import load_settings
@@ -31,6 +30,9 @@ from tenantsvc.composition.core_parts import Components
 from tenantsvc.service import Built, Overrides, build_service
 from tests.support.http import fetch
 from tests.support.metrics import metric_total
+from tests.support.waiting import eventually  # noqa: F401  (the fault tests import it from here)
+from tests.support.waiting import pause_for as sleep
+from tests.support.waiting import real_reactor as _reactor
 
 ADMIN_TOKEN = "fault-admin-token-0123456789"
 TENANT = "faultco"
@@ -48,35 +50,11 @@ SAVED_THEME = {"primaryColor": "#123456", "accentColor": "#ABCDEF", "sportsbookN
 OTHER_THEME = {"primaryColor": "#654321", "accentColor": "#FEDCBA", "sportsbookName": "Fault Co Bets"}
 REQUEST_TIMEOUT_S = 15.0  # a hang detector: fails the request (status 0) instead of hanging the test
 START_TIMEOUT_S = 30.0
-POLL_STEP_S = 0.02
 
 PUBLIC, READ_THEME, READ_TENANTS, CREDIT, PUT_THEME = "public", "read_theme", "read_tenants", "credit", "put_theme"
 ME, LOGIN, BET = "me", "login", "bet"  # player routes (tests/fault/test_redis_faults.py)
 SEED = "seed"  # the set-up requests
 READS, WRITES = (READ_THEME, READ_TENANTS), (CREDIT, PUT_THEME)
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-async def sleep(seconds: float) -> None:
-    """Let ``seconds`` of real time pass on the reactor."""
-    await deferLater(_reactor(), seconds, lambda: None)
-
-
-async def eventually(check: Callable[[], Any], *, within_s: float, what: str) -> Any:
-    """Poll ``check()`` every 20 ms until it is truthy and return it; AssertionError naming ``what`` after ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {within_s:g} s: {what}")
-        await sleep(POLL_STEP_S)
 
 
 @dataclass
