@@ -12,6 +12,7 @@ from tenantsvc.core.breaker import BACKGROUND
 from tenantsvc.core.settlement import SettlementPolicy
 from tenantsvc.obs.metrics import Metrics
 from tenantsvc.services.db_guard import DbBreaker
+from tenantsvc.services.errors import DB_REFUSALS
 from tenantsvc.services.odds_ingest import OddsIngest
 from tenantsvc.services.settlement import SettlementService
 from tenantsvc.runtime.looping import LoopingWorker
@@ -77,5 +78,5 @@ def build_feed_workers(settings: Settings, reactor: Any, metrics: Metrics, break
                                   missing_result_review_after_s=settings.settlement_review_after_s)
         cycle = SettlementService(feed, writes, reactor, run_in_thread, policy=policy, metrics=metrics)
         settlement = LoopingWorker("worker_settlement", cycle.run_cycle, clock=reactor,
-                                   interval_s=settings.settlement_interval_s, metrics=metrics)
+                                   interval_s=settings.settlement_interval_s, metrics=metrics, expected=DB_REFUSALS)
     return FeedWorkers(odds=odds, settlement=settlement)

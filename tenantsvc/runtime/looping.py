@@ -3,7 +3,8 @@
 ``GuardedLoop`` is the one LoopingCall of the service: it runs ``tick()`` every ``interval_s`` on the
 injected clock, a tick still running (its Deferred unfired) delays the next one, and ``stopService`` waits
 for a tick in progress. Each tick's outcome goes to ``on_outcome(failure_or_None)``; a failure is written to
-the eliot log first. ``LoopingWorker`` is that loop as a background worker: each tick one
+the eliot log first, with its traceback, unless it is one of the ``expected`` errors (a database refusing
+background work): those are one ``tenantsvc:loop:tick_refused`` message. ``LoopingWorker`` is that loop as a background worker: each tick one
 ``tenantsvc:worker:tick`` action, counted in ``worker_ticks_total`` with its last success timed.
 
 Loops whose next run depends on how the last one went (backoff, jitter: ``workers.odds_poller``,
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from eliot import start_action, write_failure
+from eliot import Field, MessageType, start_action, write_failure
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
@@ -24,12 +25,21 @@ from tenantsvc.runtime.actions import traced
 from tenantsvc.obs.metrics import Metrics
 
 
+TICK_REFUSED = MessageType(
+    "tenantsvc:loop:tick_refused",
+    [Field.for_types("loop", [str], "the loop's name"), Field.for_types("error", [str], "the exception type"),
+     Field.for_types("reason", [str], "its message")],
+    "A tick failed with an expected error (e.g. the database refused it): counted as a failure, no traceback.",
+)
+
 class GuardedLoop(Service):
     """Runs ``tick()`` (plain or returning a Deferred or awaitable) every ``interval_s`` on ``clock``."""
 
     def __init__(self, name: str, tick: Callable[[], Any], *, clock: Any, interval_s: float, run_now: bool = True,
-                 on_outcome: Callable[[Failure | None], None] | None = None):
+                 on_outcome: Callable[[Failure | None], None] | None = None,
+                 expected: tuple[type[BaseException], ...] = ()):
         self.setName(name)
+        self._expected = expected  # failures that are a known degradation: one log line, no traceback
         self.loop_name = name  # ``name`` itself is typed Optional by Service
         self._tick = tick
         self._clock = clock
@@ -71,7 +81,10 @@ class GuardedLoop(Service):
             self._on_outcome(None)
 
     def _failed(self, failure: Failure) -> None:
-        write_failure(failure)
+        if self._expected and failure.check(*self._expected):
+            TICK_REFUSED.log(loop=self.loop_name, error=type(failure.value).__name__, reason=str(failure.value))
+        else:
+            write_failure(failure)
         if self._on_outcome is not None:
             self._on_outcome(failure)
 
@@ -84,9 +97,9 @@ class LoopingWorker(GuardedLoop):
     """
 
     def __init__(self, name: str, tick: Callable[[], Awaitable[Any]], *, clock: Any, interval_s: float,
-                 metrics: Metrics, run_now: bool = True):
+                 metrics: Metrics, run_now: bool = True, expected: tuple[type[BaseException], ...] = ()):
         super().__init__(name, self._traced_tick, clock=clock, interval_s=interval_s, run_now=run_now,
-                         on_outcome=self._record)
+                         on_outcome=self._record, expected=expected)
         self._work = tick
         self._metrics = metrics
         metrics.worker_built(name, clock.seconds())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout, TransactionConflict
+
 
 class NotFoundError(LookupError):
     """The named tenant, user or object does not exist."""
@@ -89,3 +91,9 @@ class InvalidCredentials(Exception):
 
     def __init__(self) -> None:
         super().__init__("wrong username or password")
+
+
+# What background work gets when the database refuses or fails it (breaker open, no connection in time, past
+# the deadline, connection lost, a conflict): an expected degradation, counted and retried, never a traceback.
+DB_REFUSALS: tuple[type[Exception], ...] = (ServiceUnavailable, DatabaseUnavailable, StatementTimeout,
+                                            TransactionConflict)

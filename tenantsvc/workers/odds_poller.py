@@ -43,13 +43,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
-from tenantsvc.core.storage_errors import DatabaseUnavailable, StatementTimeout, TransactionConflict
 from tenantsvc.core.feed_errors import FEED_ERROR_KINDS, FeedError
 from tenantsvc.core.odds import SPORTS
 from tenantsvc.core.poll_schedule import jittered, retry_delay, stagger_offsets
 from tenantsvc.runtime.actions import add_fields, traced
 from tenantsvc.obs.metrics import Metrics, zero
-from tenantsvc.services.errors import ServiceUnavailable
+from tenantsvc.services.errors import DB_REFUSALS
 
 POLL = ActionType(
     "tenantsvc:odds:poll", fields(sport=str), fields(outcome=str, consecutive_failures=int),
@@ -57,7 +56,6 @@ POLL = ActionType(
 )
 UNEXPECTED = "error"
 DB_UNAVAILABLE = "db_unavailable"  # the save was refused or failed: an expected degradation, no traceback
-DB_REFUSALS = (ServiceUnavailable, DatabaseUnavailable, StatementTimeout, TransactionConflict)
 STOPPED = "stopped"
 PERSISTENT_ATTEMPT = 64  # a backoff attempt large enough that the nominal delay is always the cap
 WORKER_NAME = "worker_odds"  # the worker label of worker_ticks_total and worker_last_success_timestamp_seconds

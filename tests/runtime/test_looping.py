@@ -117,3 +117,37 @@ def test_each_worker_tick_is_one_eliot_action_around_the_work(eliot_logger):
     assert tree.root().action_type == "tenantsvc:worker:tick" and tree.root().status == "succeeded"
     assert [child.contents.message_type for child in tree.root().children] == ["inside"]
     assert outside["task_uuid"] != tree.root().task_uuid
+
+
+def messages_of(logger: MemoryLogger, message_type: str) -> list[dict]:
+    return [m for m in logger.messages if m.get("message_type") == message_type]
+
+
+def test_an_expected_tick_failure_is_one_message_without_a_traceback_and_still_reported(eliot_logger):
+    clock, outcomes = Clock(), []
+
+    def tick() -> None:
+        raise ConnectionRefusedError("database refused")
+
+    loop = GuardedLoop("settlement", tick, clock=clock, interval_s=1, on_outcome=outcomes.append,
+                       expected=(ConnectionError,))
+    loop.startService()
+    loop.stopService()
+    assert [failure.check(ConnectionRefusedError) for failure in outcomes] == [ConnectionRefusedError]
+    refused = messages_of(eliot_logger, "tenantsvc:loop:tick_refused")
+    assert [(m["loop"], m["error"], m["reason"]) for m in refused] == [
+        ("settlement", "ConnectionRefusedError", "database refused")]
+    assert eliot_logger.tracebackMessages == []
+
+
+def test_an_unexpected_tick_failure_keeps_its_traceback(eliot_logger):
+    clock = Clock()
+
+    def tick() -> None:
+        raise KeyError("bug")
+
+    loop = GuardedLoop("settlement", tick, clock=clock, interval_s=1, expected=(ConnectionError,))
+    loop.startService()
+    loop.stopService()
+    assert messages_of(eliot_logger, "tenantsvc:loop:tick_refused") == []
+    assert len(eliot_logger.flush_tracebacks(KeyError)) == 1
