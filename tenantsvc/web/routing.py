@@ -36,7 +36,8 @@ class RouteSpec:
     the ``Idempotency-Key`` header is required. ``limit``: the rate-limit endpoint class spent from (``route``
     defaults a tenant route's to its request class; ``auth`` for register, ``LOGIN_LIMIT`` for login; None
     only without a tenant). ``session``: whether the
-    caller's session is resolved, and whether one is required (401).
+    caller's session is resolved, and whether one is required (401). ``operator``: the caller must be the
+    operator: the handler's owner's ``authorize(request)`` (the admin Bearer token) runs before the handler.
     """
 
     request_class: str
@@ -45,6 +46,7 @@ class RouteSpec:
     idempotency_key: bool = False
     limit: str | None = None
     session: str = NO_SESSION
+    operator: bool = False
 
     def __post_init__(self) -> None:
         assert self.request_class in ROUTE_CLASSES, self.request_class
@@ -55,7 +57,7 @@ class RouteSpec:
 
 def route(app: Klein, path: str, *, methods: list[str], request_class: str, tenant: bool = False,
           json_body: bool = False, idempotency_key: bool = False, limit: str | None = None,
-          session: str = NO_SESSION) -> Callable:
+          session: str = NO_SESSION, operator: bool = False) -> Callable:
     """Register a handler on ``app`` (within any ``app.subroute``) with everything it declares (``RouteSpec``).
 
     Each request is tagged with its route template (the bounded ``endpoint`` metrics label, the full rule
@@ -65,7 +67,8 @@ def route(app: Klein, path: str, *, methods: list[str], request_class: str, tena
     handlers are parse → one service call → render. The spec is kept as the handler's ``route_spec``.
     """
     spec = RouteSpec(request_class, tenant, json_body, idempotency_key,
-                     request_class if tenant and limit is None and request_class != PUBLIC else limit, session)
+                     request_class if tenant and limit is None and request_class != PUBLIC else limit, session,
+                     operator)
     labels: list[str] = []
 
     def decorate(handler: Callable) -> Callable:
@@ -89,6 +92,8 @@ def route(app: Klein, path: str, *, methods: list[str], request_class: str, tena
             def tagged(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
                 request.endpoint_label = label()
                 request.request_class = request_class
+                if spec.operator:
+                    self.authorize(request)
                 return handler(self, request, *args, **kwargs)
 
         tagged.route_spec = spec  # type: ignore[attr-defined]

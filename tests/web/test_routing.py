@@ -185,3 +185,41 @@ def test_every_player_route_declares_its_tenant_and_every_post_is_a_write():
         spec = getattr(TenantApi, rule.endpoint).route_spec
         assert rule.rule.startswith("/<string:tenant>/api/") and spec.tenant and spec.limit is not None
         assert (spec.request_class == WRITE) == ("POST" in rule.methods), rule.rule
+
+
+def test_an_operator_route_authorizes_before_its_handler_runs():
+    from klein import Klein
+
+    from tenantsvc.web.errors import ApiError
+    from tenantsvc.web.routing import route
+
+    class Owner:
+        app = Klein()
+        ran: list[str] = []
+
+        def authorize(self, request: Any) -> None:
+            if request.token != "ok":
+                raise ApiError(401, "unauthorized", "no")
+
+        @route(app, "/admin/api/thing", methods=["GET"], request_class=READ, operator=True)
+        def thing(self, request: Any) -> str:
+            self.ran.append("thing")
+            return "done"
+
+    class FakeRequest:
+        def __init__(self, token: str) -> None:
+            self.token = token
+
+    owner = Owner()
+    with pytest.raises(ApiError):
+        owner.thing(FakeRequest("bad"))
+    assert owner.ran == []
+    assert owner.thing(FakeRequest("ok")) == "done" and owner.ran == ["thing"]
+
+
+def test_every_admin_route_requires_the_operator():
+    from tenantsvc.web.admin import AdminApi
+
+    rules = list(AdminApi.app.url_map.iter_rules())
+    assert len(rules) == 9
+    assert all(getattr(AdminApi, rule.endpoint).route_spec.operator for rule in rules)
