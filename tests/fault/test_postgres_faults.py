@@ -242,8 +242,11 @@ async def test_a_frozen_postgres_never_keeps_a_request_waiting_past_the_bounds(p
     slowest = max(traffic.answers, key=lambda a: a.elapsed_s)
     assert slowest.elapsed_s < DEADLINE_S + SLACK_S, slowest
     during = traffic.of(CREDIT, PUT_THEME, READ_THEME, READ_TENANTS, since=frozen_at, until=resumed_at)
+    # The overall deadline answered a call stuck on the frozen DB (awaited above through
+    # db_deadline_timeouts_total). Whether that call was a request's or background work (a theme refresh,
+    # the breaker's liveness check) depends on what held a connection at the instant of the freeze, so the
+    # requests' own deadline 503s are reported, not required; every request stayed within the bound above.
     timed_out = [a for a in during if cause(a) == "deadline"]
-    assert timed_out, summary(during)
     public = traffic.of(PUBLIC, since=frozen_at, until=resumed_at)
     recovery_s = min(a.answered_at for a in recovered) - resumed_at
     print(f"\nFIGURES freeze: {summary(traffic.answers)}\n  slowest {slowest!r}; bound {DEADLINE_S} s;"
