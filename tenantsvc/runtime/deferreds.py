@@ -39,7 +39,6 @@ def shield(inner: "Deferred[T]") -> "Deferred[T]":
     return outer
 
 
-
 def as_deferred(awaitable: Awaitable[T]) -> "Deferred[T]":
     """``awaitable`` (a Deferred, a coroutine or any other awaitable) as a Deferred of its result."""
     if isinstance(awaitable, Deferred):

@@ -66,6 +66,12 @@ def error_response(status: int, code: str, message: str, extra_headers: bytes = 
                 status, _REASON_PHRASES.get(status, b"Error"), len(body), extra_headers)) + body
 
 
+def _cancel(call: Any) -> None:
+    """Cancel the delayed ``call`` (None or one already run or cancelled is fine)."""
+    if call is not None and call.active():
+        call.cancel()
+
+
 class PipelineScheduler:
     """Resumes parked connections round robin, at most ``budget_s`` of work per reactor turn.
 
@@ -144,10 +150,8 @@ class EdgeChannel(HTTPChannel):
     def connectionLost(self, reason: Any = None) -> None:
         """Cancel our timers, then let Twisted fail the requests still in progress; tell the tracker."""
         self._lost = True
-        for call in (self._write_deadline, self._header_deadline):
-            if call is not None and call.active():
-                call.cancel()
-        self._write_deadline = self._header_deadline = None
+        self._cancel_write_deadline()
+        self._cancel_header_deadline()
         super().connectionLost(reason)
         self._tracker.closed(self)
 
@@ -158,6 +162,11 @@ class EdgeChannel(HTTPChannel):
             self.transport.abortConnection()
         else:
             self.loseConnection()
+
+    @property
+    def _going(self) -> bool:
+        """True once the connection is lost or closing: nothing more is to be done with it."""
+        return self._lost or self.transport.disconnecting
 
     @property
     def idle(self) -> bool:
@@ -208,8 +217,7 @@ class EdgeChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         """The head is complete: the header deadline no longer applies to this request."""
         self._awaiting_headers = False
-        if self._header_deadline is not None:
-            self._cancel_header_deadline()
+        self._cancel_header_deadline()
         super().allHeadersReceived()
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
@@ -231,10 +239,8 @@ class EdgeChannel(HTTPChannel):
         self._header_deadline = self._clock.callLater(self._limits.header_timeout_s, self._header_deadline_passed)
 
     def _cancel_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            if self._header_deadline.active():
-                self._header_deadline.cancel()
-            self._header_deadline = None
+        _cancel(self._header_deadline)
+        self._header_deadline = None
 
     def _header_deadline_passed(self) -> None:
         self._header_deadline = None
@@ -277,7 +283,7 @@ class EdgeChannel(HTTPChannel):
 
     def _unpark(self) -> None:
         self._resume_queued = False
-        if not self._parked or self._waitingForTransport or self._lost or self.transport.disconnecting:
+        if not self._parked or self._waitingForTransport or self._going:
             return
         self._parked = False
         self._answered_in_burst = 0
@@ -291,7 +297,7 @@ class EdgeChannel(HTTPChannel):
 
     def _after_request(self) -> None:
         # (A next request's head, if any, is parsed by dataReceived, which arms its deadline.)
-        if self._close_when_idle and not self._lost and not self.transport.disconnecting and self.idle:
+        if self._close_when_idle and not self._going and self.idle:
             self._close(DRAIN_IDLE)
 
     def pauseProducing(self) -> None:
@@ -302,13 +308,14 @@ class EdgeChannel(HTTPChannel):
 
     def resumeProducing(self) -> None:
         """The peer took everything written: carry on (and parse what a park held back)."""
-        if self._write_deadline is not None:
-            if self._write_deadline.active():
-                self._write_deadline.cancel()
-            self._write_deadline = None
+        self._cancel_write_deadline()
         super().resumeProducing()
         if self._parked:
             self._queue_resume()
+
+    def _cancel_write_deadline(self) -> None:
+        _cancel(self._write_deadline)
+        self._write_deadline = None
 
     def _peer_not_reading(self) -> None:
         self._write_deadline = None
@@ -338,7 +345,7 @@ class EdgeChannel(HTTPChannel):
         then answered with ``Connection: close``); still silent after that, it is closed.
         """
         self._close_when_idle = True
-        if not self.idle or self._lost or self.transport.disconnecting:
+        if not self.idle or self._going:
             return
         if self._served:
             self._close(DRAIN_IDLE)
@@ -346,7 +353,7 @@ class EdgeChannel(HTTPChannel):
             self._clock.callLater(FIRST_REQUEST_GRACE_S, self._close_if_still_silent)
 
     def _close_if_still_silent(self) -> None:
-        if self.idle and not self._served and not self._lost and not self.transport.disconnecting:
+        if self.idle and not self._served and not self._going:
             self._close(DRAIN_IDLE)
 
     def abort_for_drain(self) -> None:

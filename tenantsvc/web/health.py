@@ -61,7 +61,6 @@ class Readiness:
         return {"status": state}
 
 
-
 def _only_get(request: Any) -> None:
     if request.method not in (b"GET", b"HEAD"):
         raise ApiError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})

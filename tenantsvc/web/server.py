@@ -78,7 +78,7 @@ class WebService(Service):
 
     name = "web"  # type: ignore[assignment]  # Twisted declares Service.name = None
 
-    def __init__(self, *, reactor: Any, listen: str, site: Site, root: RootResource, readiness: Readiness,
+    def __init__(self, *, reactor: Any, listen: str, site: EdgeSite, root: RootResource, readiness: Readiness,
                  drain_timeout_s: float = 10.0, warmed: Deferred | None = None,
                  warm_up_grace_s: float = WARM_UP_GRACE_S, prestop_delay_s: float = 0.0, name: str = "web",
                  marks_ready: bool = True, what: str = "the main listener (--listen/PORT)"):
@@ -138,15 +138,13 @@ class WebService(Service):
         """Drain: readiness 503, ``Connection: close`` everywhere, the pre-stop delay, close the listener,
         then wait (bounded) for in-flight requests and open connections."""
         super().stopService()
-        self._readiness.draining = True
+        self._readiness.start_draining()
         if self._grace is not None and self._grace.active():
             self._grace.cancel()
-        tracker = getattr(self._site, "tracker", None)
-        if tracker is not None:
-            tracker.start_draining()
-        return ensureDeferred(self._drain(tracker))
+        self._site.tracker.start_draining()
+        return ensureDeferred(self._drain(self._site.tracker))
 
-    async def _drain(self, tracker: ConnectionTracker | None) -> None:
+    async def _drain(self, tracker: ConnectionTracker) -> None:
         if self.port is not None and self._prestop_delay_s > 0:
             log_message("tenantsvc:web:prestop", delay_s=self._prestop_delay_s)
             await _sleep(self._reactor, self._prestop_delay_s)
@@ -155,17 +153,16 @@ class WebService(Service):
                 await _sleep(self._reactor, HANDSHAKE_GRACE_S)
             accept_pending_when_closing(self.port)
             await maybeDeferred(self.port.stopListening)  # IListeningPort may return None
-        if tracker is not None:
-            tracker.close_idle()
+        tracker.close_idle()
 
         def busy() -> bool:
-            return self._root.in_flight > 0 or (tracker is not None and tracker.open_count > 0)
+            return self._root.in_flight > 0 or tracker.open_count > 0
 
         waited = 0.0
         while busy() and waited < self._drain_timeout_s:
             await _sleep(self._reactor, DRAIN_POLL_S)
             waited += DRAIN_POLL_S
-        aborted = tracker.abort_all() if tracker is not None else 0
+        aborted = tracker.abort_all()
         log_message("tenantsvc:web:drained", in_flight=self._root.in_flight, waited_s=round(waited, 3),
                     aborted_connections=aborted, listener=self.name)
 
