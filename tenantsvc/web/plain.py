@@ -22,11 +22,13 @@ def finish_later(request: Any, deferred: Any, render: Callable[[Any], bytes]) ->
             request.write(body)
             request.finish()
 
-    def failed(failure: Any) -> None:
-        write_failure(failure)
-        if not request.finished and not request._disconnected:
-            request.write(render_api_error(request, internal_error(request.correlation_id)))
-            request.finish()
-
-    deferred.addCallback(write).addErrback(failed)
+    deferred.addCallback(write).addErrback(lambda failure: fail_later(request, failure))
     return NOT_DONE_YET
+
+
+def fail_later(request: Any, failure: Any) -> None:
+    """An asynchronous answer failed: log it and send the JSON 500 (unless the client has gone)."""
+    write_failure(failure)
+    if not request.finished and not request._disconnected:
+        request.write(render_api_error(request, internal_error(request.correlation_id)))
+        request.finish()

@@ -6,13 +6,12 @@ L1 miss waits (briefly, bounded) for Redis.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.web.server import NOT_DONE_YET
 
-from tenantsvc.core.http_cache import THEME_RATE_LIMITED, not_modified
+from tenantsvc.core.http_cache import THEME_RATE_LIMITED, CacheHeaders, not_modified
 from tenantsvc.core.rate_limits import RateLimitPolicy, bucket_key
 from tenantsvc.core.request_classes import PUBLIC
 from tenantsvc.core.token_bucket import Decision
@@ -20,18 +19,17 @@ from tenantsvc.services.theme_cache import CSS, JSON, ThemeAnswer, ThemeCache
 from tenantsvc.services.rate_limiting import LocalRateLimiter
 from tenantsvc.web.errors import ApiError
 from tenantsvc.web.limits import policy_header, rate_limit_headers
-from tenantsvc.web.plain import Handler, finish_later
-from tenantsvc.web.request import canonical_header, request_header, set_response_headers
+from tenantsvc.web.plain import Handler, fail_later
+from tenantsvc.web.request import canonical_header, header_line, request_header
 
-CACHE_CONTROL, ETAG, CACHE_STATUS, CONTENT_TYPE, CONTENT_LENGTH, IF_NONE_MATCH = (
-    canonical_header(name) for name in (b"Cache-Control", b"ETag", b"Cache-Status", b"Content-Type", b"Content-Length",
-                                        b"If-None-Match"))
+IF_NONE_MATCH = canonical_header(b"If-None-Match")
 ROUTES = {
-    b"load-theme": (JSON, "/<tenant>/api/public/load-theme", (CONTENT_TYPE, b"application/json")),
-    b"theme.css": (CSS, "/<tenant>/api/public/theme.css", (CONTENT_TYPE, b"text/css; charset=utf-8")),
+    b"load-theme": (JSON, "/<tenant>/api/public/load-theme", header_line(b"Content-Type", b"application/json")),
+    b"theme.css": (CSS, "/<tenant>/api/public/theme.css", header_line(b"Content-Type", b"text/css; charset=utf-8")),
 }
 MAX_MEMOISED_HEADERS = 4096
-_CONTENT_LENGTHS: dict[int, bytes] = {}
+ETAG_PREFIX, CRLF = canonical_header(b"ETag") + b": ", b"\r\n"
+RATE_LIMITED_LINE = header_line(b"X-Rate-Limited", b"true")
 
 
 def is_public_theme_path(segments: list[bytes]) -> bool:
@@ -39,8 +37,8 @@ def is_public_theme_path(segments: list[bytes]) -> bool:
     return len(segments) == 4 and segments[1] == b"api" and segments[2] == b"public" and segments[3] in ROUTES
 
 
-class RateLimitHeaders:
-    """The rate-limit headers of a decision (``rate_limit_headers``) with canonical names, built once per value.
+class RateLimitLines:
+    """The rate-limit header lines of a decision (``rate_limit_headers``) in wire format, built once per value.
 
     They depend only on the policy, the whole tokens remaining and the whole seconds to reset, which
     take few distinct values, so each is memoised (at most ``max_entries``, then the memo starts over).
@@ -50,19 +48,29 @@ class RateLimitHeaders:
         self._policy = policy
         self._policy_value = policy_header(policy)
         self._max_entries = max_entries
-        self._memo: dict[tuple[int, int], tuple[tuple[bytes, bytes], ...]] = {}
+        self._memo: dict[tuple[int, int], bytes] = {}
 
-    def __call__(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
-        """``(canonical name, value)`` pairs for ``set_response_headers``."""
+    def __call__(self, decision: Decision) -> bytes:
+        """The header lines, joined."""
         key = (decision.remaining, decision.reset_whole_s)
-        pairs = self._memo.get(key)
-        if pairs is None:
-            pairs = tuple((canonical_header(name), value)
-                          for name, value in rate_limit_headers(self._policy, decision, self._policy_value))
+        lines = self._memo.get(key)
+        if lines is None:
+            lines = b"".join(header_line(name, value)
+                             for name, value in rate_limit_headers(self._policy, decision, self._policy_value))
             if len(self._memo) >= self._max_entries:
                 self._memo.clear()
-            self._memo[key] = pairs
-        return pairs
+            self._memo[key] = lines
+        return lines
+
+
+class CacheLines:
+    """The caching header lines of each row of the theme's header table (``core.http_cache``), in wire format."""
+
+    def __init__(self, table: dict[str, CacheHeaders]):
+        self.cache_control = {row: header_line(b"Cache-Control", headers.cache_control.encode("ascii"))
+                              for row, headers in table.items()}
+        self.cache_status = {row: header_line(b"Cache-Status", headers.cache_status.encode("ascii"))
+                             if headers.cache_status else b"" for row, headers in table.items()}
 
 
 def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: RateLimitPolicy,
@@ -70,11 +78,14 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
     """Build the handler the root resource calls for the public theme routes.
 
     The public routes are limited per tenant by the in-process limiter (no Redis round trip on the hot
-    path), one tenant-wide bucket only: they never refuse, so no client can lock another out here. Over the limit, the client still gets the cached theme with 200, ``X-Rate-Limited: true``
-    and a short ``Cache-Control``, and no refresh is started.
+    path), one tenant-wide bucket only: they never refuse, so no client can lock another out here. Over
+    the limit, the client still gets the cached theme with 200, ``X-Rate-Limited: true`` and a short
+    ``Cache-Control``, and no refresh is started. A cache hit is written in one piece
+    (``TenantRequest.finish_prepared``) from lines computed once.
     """
-    rate_limit_pairs = RateLimitHeaders(policy)
-    limited_cache_control = cache.headers[THEME_RATE_LIMITED].cache_control.encode("ascii")
+    rate_limit_lines = RateLimitLines(policy)
+    lines = CacheLines(cache.headers)
+    limited_cache_control = lines.cache_control[THEME_RATE_LIMITED]
 
     def serve(request: Any, segments: list[bytes]) -> Any:
         kind, label, content_type = ROUTES[segments[3]]
@@ -86,53 +97,39 @@ def public_theme_handler(cache: ThemeCache, limiter: LocalRateLimiter, policy: R
         if not may_exist(slug):
             raise ApiError(404, "unknown_tenant", "no such tenant")
         decision = limiter.check((bucket_key(slug, PUBLIC),), policy)
-        set_response_headers(request, rate_limit_pairs(decision))
+        limits = rate_limit_lines(decision)
         if not decision.allowed:
-            request.setHeader(b"X-Rate-Limited", b"true")
-            return _write_now(request, replace(cache.peek(slug, kind), cache_control=limited_cache_control),
-                              content_type)
+            _send(request, cache.peek(slug, kind), content_type, lines, limits + RATE_LIMITED_LINE,
+                  limited_cache_control)
+            return NOT_DONE_YET
         result = cache.answer(slug, kind, request.correlation_id)
         if result is None:
             raise ApiError(404, "unknown_tenant", "no such tenant")
         if isinstance(result, Deferred):
-            return finish_later(request, result, lambda answer: _prepare(request, answer, content_type))
-        return _write_now(request, result, content_type)
+            result.addCallback(lambda answer: _send(request, answer, content_type, lines, limits))
+            result.addErrback(lambda failure: fail_later(request, failure))
+            return NOT_DONE_YET
+        _send(request, result, content_type, lines, limits)
+        return NOT_DONE_YET
 
     return serve
 
 
-def _prepare(request: Any, answer: ThemeAnswer, content_type: tuple[bytes, bytes]) -> bytes:
-    """Set the status and headers of ``answer``; return the body to send (empty for a 304).
+def _send(request: Any, answer: ThemeAnswer, content_type: bytes, lines: CacheLines, first: bytes,
+          cache_control: bytes | None = None) -> None:
+    """Send ``answer`` and finish (unless the client has gone): the ``first`` header lines (rate limits),
+    ``Cache-Control`` (the row's, or ``cache_control`` for a limited answer), ``ETag``, ``Cache-Status``.
 
-    A 304 (``If-None-Match`` matched) carries the validators only: no ``Content-Type``, and no
-    ``Content-Length``, which RFC 9110 §8.6 allows only if it is the 200's (``twisted.web`` would write 0
-    for an empty body returned from ``render``). A 200 carries its own ``Content-Length``, so it is never
-    sent chunked, even when it is written after a wait.
+    A 304 (``If-None-Match`` matched) carries the validators only: no ``Content-Type`` and no
+    ``Content-Length``, which RFC 9110 §8.6 allows only if it is the 200's. A 200 carries its own
+    ``Content-Length``, so it is never sent chunked, even when it is written after a wait.
     """
-    set_response_headers(request, ((CACHE_CONTROL, answer.cache_control), (ETAG, answer.etag),
-                                   (CACHE_STATUS, answer.cache_status)))
+    row = answer.result
+    head = [first, cache_control or lines.cache_control[row], ETAG_PREFIX, answer.etag, CRLF, lines.cache_status[row]]
     if_none_match = request_header(request, IF_NONE_MATCH)
     if if_none_match is not None and (if_none_match == answer.etag  # what browsers send back: no parsing
-                                      or not_modified(if_none_match.decode("latin-1"), answer.etag_text)):
-        request.setResponseCode(304)
-        return b""
-    body = answer.body
-    set_response_headers(request, (content_type, (CONTENT_LENGTH, _content_length(len(body)))))
-    return body
-
-
-def _write_now(request: Any, answer: ThemeAnswer, content_type: tuple[bytes, bytes]) -> Any:
-    """Send ``answer`` now and finish (``twisted.web`` writes headers only for a HEAD or a 304)."""
-    request.write(_prepare(request, answer, content_type))
-    request.finish()
-    return NOT_DONE_YET
-
-
-def _content_length(size: int) -> bytes:
-    """``size`` as a ``Content-Length`` value (memoised: answers come in few sizes; bounded all the same)."""
-    value = _CONTENT_LENGTHS.get(size)
-    if value is None:
-        if len(_CONTENT_LENGTHS) >= MAX_MEMOISED_HEADERS:
-            _CONTENT_LENGTHS.clear()
-        value = _CONTENT_LENGTHS[size] = b"%d" % size
-    return value
+                                      or not_modified(if_none_match.decode("latin-1"), answer.etag.decode("ascii"))):
+        request.finish_prepared(304, head, None)
+        return
+    head.append(content_type)
+    request.finish_prepared(200, head, answer.body)

@@ -10,10 +10,15 @@ API, if the installed Twisted stores headers differently (a test checks that it 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import time
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import unquote_to_bytes
 
+from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
-from twisted.web.server import Request
+from twisted.web.resource import _IEncodingResource
+from twisted.web.server import Request, version as SERVER_VERSION
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 HeaderPairs = Iterable[tuple[bytes, bytes]]
@@ -52,6 +57,54 @@ def set_response_headers(request: Any, pairs: HeaderPairs) -> None:
             request.responseHeaders.setRawHeaders(name, [value])
 
 
+def header_line(name: bytes, value: bytes) -> bytes:
+    """One response header as written on the wire (``Name: value\\r\\n``), ``name`` canonicalised."""
+    return canonical_header(name) + b": " + value + b"\r\n"
+
+
+class HttpDate:
+    """The ``Date`` header value for now, formatted at most once a second (``datetimeToString``)."""
+
+    def __init__(self, now: Callable[[], float] = time.time):
+        self._now = now
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        """RFC 9110 IMF-fixdate of the current second."""
+        second = int(self._now())
+        if second != self._second:
+            self._second, self._value = second, datetimeToString(second)
+        return self._value
+
+
+http_date = HttpDate()
+SERVER, DATE, CONTENT_LENGTH = (canonical_header(name) for name in (b"Server", b"Date", b"Content-Length"))
+_STATUS_LINES: dict[tuple[bytes, int], bytes] = {}
+_LENGTH_LINES: dict[int, bytes] = {}
+MAX_MEMOISED_LINES = 4096
+
+
+def _status_line(version: bytes, code: int) -> bytes:
+    """``HTTP/1.1 200 OK\\r\\n`` (memoised per version and code; bounded)."""
+    line = _STATUS_LINES.get((version, code))
+    if line is None:
+        if len(_STATUS_LINES) >= MAX_MEMOISED_LINES:
+            _STATUS_LINES.clear()
+        line = _STATUS_LINES[(version, code)] = b"%s %d %s\r\n" % (version, code, RESPONSES.get(code, b"Unknown Status"))
+    return line
+
+
+def content_length_line(size: int) -> bytes:
+    """``Content-Length: <size>\\r\\n`` (memoised: answers come in few sizes; bounded all the same)."""
+    line = _LENGTH_LINES.get(size)
+    if line is None:
+        if len(_LENGTH_LINES) >= MAX_MEMOISED_LINES:
+            _LENGTH_LINES.clear()
+        line = _LENGTH_LINES[size] = b"%s: %d\r\n" % (CONTENT_LENGTH, size)
+    return line
+
+
 def request_header(request: Any, name: bytes) -> bytes | None:
     """The last value of request header ``name`` (from ``canonical_header``), or None: ``getHeader``, cheaper."""
     if DIRECT_HEADERS:
@@ -84,10 +137,83 @@ class TenantRequest(Request):
     on_finished: Callable[[Any, bool], None] | None = None
     _body_bytes = 0
 
+    def process(self) -> None:
+        """``twisted.web``'s ``Request.process``, with ``Server`` and ``Date`` set without ``setHeader``'s
+        per-call checks and the date formatted once a second (1.3 µs of every request)."""
+        if not DIRECT_HEADERS:
+            super().process()
+            return
+        self.site = self.channel.site  # type: ignore[attr-defined]  # set by Site.buildProtocol
+        raw = self.responseHeaders._rawHeaders
+        raw[SERVER] = [SERVER_VERSION]
+        raw[DATE] = [http_date()]
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resource = self.site.getResourceFor(self)
+            if _IEncodingResource.providedBy(resource):
+                encoder = resource.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resource)
+        except BaseException:
+            self.processingFailed(Failure())
+
     def finish(self) -> None:
         """Finish the response, then tell the root resource (metrics, log task, in-flight count)."""
         super().finish()
         self._report_finished(True)
+
+    def finish_prepared(self, code: int, head: Sequence[bytes], body: bytes | None) -> None:
+        """Send a whole response at once and finish: the bytes ``write`` and ``finish`` would send, without
+        their per-call header handling (for the public theme's hot path).
+
+        ``head`` is pieces of header lines in wire format (``header_line``; joined, whole lines), written
+        after the headers set on the request (``Server``, ``Date``, ids, …). With a ``body`` the response
+        carries its ``Content-Length`` (sent without the body for a HEAD), so it is never chunked; ``None``
+        is a response without a body (304). Anything ``write`` would treat specially (started, finished,
+        lost, cookies, validators set on the request, an encoder) takes ``write`` and ``finish`` instead.
+        No access-log line is written: our Site keeps none (``QuietSite``).
+        """
+        if (self.startedWriting or self.finished or self._disconnected or self.cookies or self.etag is not None
+                or self.lastModified is not None or self._encoder is not None or not DIRECT_HEADERS):
+            self._finish_generically(code, head, body)
+            return
+        self.code, self.code_message = code, RESPONSES.get(code, b"Unknown Status")
+        self.startedWriting = 1
+        parts = [_status_line(self.clientproto, code)]
+        for name, values in self.responseHeaders._rawHeaders.items():
+            for value in values:
+                parts += (name, b": ", value, b"\r\n")
+        parts += head
+        if body is not None:
+            parts.append(content_length_line(len(body)))
+        parts.append(b"\r\n")
+        if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
+            parts.append(body)
+            self.sentLength = len(body)
+        self.channel.writeSequence(parts)
+        self.finished = 1
+        if not self.queued:
+            self._cleanup()
+        self._report_finished(True)
+
+    def _finish_generically(self, code: int, head: Sequence[bytes], body: bytes | None) -> None:
+        """``finish_prepared`` through ``setResponseCode``, ``setHeader``, ``write`` and ``finish``."""
+        if self.finished or self._disconnected:
+            return
+        self.setResponseCode(code)
+        for line in b"".join(head).split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b": ")
+                self.responseHeaders.setRawHeaders(name, [value])
+        if body is not None:
+            self.responseHeaders.setRawHeaders(CONTENT_LENGTH, [b"%d" % len(body)])
+        self.write(body or b"")
+        self.finish()
 
     def connectionLost(self, reason: Any) -> None:
         """The connection closed; if the response was not finished, report the request as abandoned."""
