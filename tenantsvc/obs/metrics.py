@@ -570,6 +570,11 @@ class Metrics:
             self._ratelimit_children[key] = inc
         inc()
 
+    def rate_limit_counter(self, endpoint_class: str, outcome: str, scope: str) -> PlainCounterSeries:
+        """The ``ratelimit_decisions_total`` series itself, for a caller that counts one kind of decision very
+        often (add 1 to its ``value``: a plain number, reactor thread only)."""
+        return self.ratelimit_decisions.labels(endpoint_class, outcome, scope)
+
     def record_session_store(self, op: str, ok: bool, seconds: float) -> None:
         """Count and time one session store operation."""
         self.session_store_operations.labels(op, "ok" if ok else "error").inc()

@@ -113,6 +113,17 @@ def request_header(request: Any, name: bytes) -> bytes | None:
     return request.getHeader(name)
 
 
+def has_none_of(request: Any, names: Iterable[bytes]) -> bool:
+    """True when the request carries none of the headers ``names`` (from ``canonical_header``)."""
+    if DIRECT_HEADERS:
+        raw = request.requestHeaders._rawHeaders
+        for name in names:
+            if name in raw:
+                return False
+        return True
+    return all(request.getHeader(name) is None for name in names)
+
+
 class TenantRequest(Request):
     """A ``twisted.web`` request that stops buffering a body past ``max_body_bytes``.
 

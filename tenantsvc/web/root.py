@@ -21,7 +21,7 @@ from tenantsvc.obs.metrics import KNOWN_METHODS, NO_TENANT, UNKNOWN_TENANT, Metr
 from tenantsvc.web.errors import ApiError, internal_error, render_api_error
 from tenantsvc.web.plain import Handler
 from tenantsvc.web.public_theme import is_public_theme_path
-from tenantsvc.web.request import canonical_header, request_header, set_response_headers
+from tenantsvc.web.request import canonical_header, has_none_of, request_header, set_response_headers
 
 HTTP_REQUEST = ActionType(
     "tenantsvc:http:request",
@@ -63,7 +63,7 @@ new_id = RandomIds()
 os.register_at_fork(after_in_child=new_id.forget)
 X_CORRELATION_ID, X_REQUEST_ID, TRACEPARENT = (
     canonical_header(name) for name in (b"X-Correlation-ID", b"X-Request-ID", b"traceparent"))
-_NO_INBOUND_IDS = (None, None, None)
+_INBOUND_ID_HEADERS = (X_CORRELATION_ID, X_REQUEST_ID, TRACEPARENT)
 _METHOD_NAMES = {name.encode("ascii"): name for name in KNOWN_METHODS}  # skips a decode per request
 
 
@@ -145,10 +145,10 @@ class RootResource:
 
     def _choose_ids(self, request: Any) -> tuple[str, str, bool]:
         """The correlation and request ids, and whether the client sent any id of its own (always logged)."""
+        if has_none_of(request, _INBOUND_ID_HEADERS):  # most requests: two new ids, no parsing
+            return self._new_id(), self._new_id(), False
         inbound = (request_header(request, X_CORRELATION_ID), request_header(request, X_REQUEST_ID),
                    request_header(request, TRACEPARENT))
-        if inbound == _NO_INBOUND_IDS:  # most requests: two new ids, no parsing
-            return self._new_id(), self._new_id(), False
         correlation, request_id_header, traceparent = (None if value is None else value.decode("latin-1")
                                                        for value in inbound)
         correlation_id, request_id = choose_ids(correlation, request_id_header, traceparent, self._new_id)
