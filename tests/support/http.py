@@ -1,7 +1,8 @@
-"""HTTP answers for tests and bench: one response record (``HttpAnswer``) and three ways to get one.
+"""HTTP answers for tests and bench: one response record (``HttpAnswer``) and four ways to get one.
 
 - ``fetch``: treq on the real reactor (async; tests running under pytest-twisted);
 - ``http``: urllib, blocking (e2e tests driving a ``twistd`` subprocess, bench set-up);
+- ``LoopbackConnection``: a keep-alive client from a chosen loopback address (bench players and loops);
 - ``raw_get``: one GET over a raw socket, keeping the headers in wire order and the size on the wire
   (bench/theme_bench.py captures exactly what went over the wire to replay it).
 
@@ -129,3 +130,40 @@ def _dechunk(data: bytes) -> bytes:
             return b"".join(out)
         out.append(data[line_end + 2: line_end + 2 + size])
         position = line_end + 2 + size + 2
+
+
+class LoopbackConnection:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1:``port`` from the local address ``source`` (every 127.x.y.z
+    is a distinct client on Linux), reopened once after a transport error."""
+
+    def __init__(self, port: int, source: str | None = None, timeout_s: float = 30.0):
+        self._port, self._source, self._timeout_s = port, (source, 0) if source else None, timeout_s
+        self._conn: Any = None
+
+    def request(self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+        """Send one request (``body`` as JSON); the answer, whatever its status. A second transport error is raised."""
+        import http.client
+
+        all_headers = dict(headers or {}) | ({"Content-Type": "application/json"} if body is not None else {})
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self._timeout_s,
+                                                        source_address=self._source)
+            started = time.monotonic()
+            try:
+                self._conn.request(method, path, body=data, headers=all_headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                return HttpAnswer(response.status, Headers(response.getheaders()), payload, time.monotonic() - started)
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
