@@ -168,6 +168,13 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk is missing and could not be installed")
 
 
+def tenantsvc_env(log_file: Path, code_dir: str = "", **extra: str) -> dict[str, str]:
+    """This environment minus ``SCRUBBED``, logging to ``log_file``, the server code from ``code_dir`` (default: here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED)}
+    code = str(Path(code_dir).resolve()) if code_dir else str(REPO)
+    return {**env, **UNLIMITED_PUBLIC, "PYTHONPATH": code, "LOG_FILE": str(log_file), **extra}
+
+
 class Bench:
     """One run's child processes, temp dir, pinning and wrk shape; ``run_main`` stops every child at the end."""
 
@@ -176,18 +183,12 @@ class Bench:
         self.server_pin, self.load_pin, self.pin_note = pinning(args.server_cpu, args.load_cpu)
         self.alternatives: dict[str, list[str]] = {}  # name → argv of the optional baselines to run beside
 
-    def env(self, log_file: Path, **extra: str) -> dict[str, str]:
-        """This environment minus ``SCRUBBED``, logging to ``log_file``, the server code from ``--code-dir``."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED)}
-        code = str(Path(self.args.code_dir).resolve()) if getattr(self.args, "code_dir", "") else str(REPO)
-        return {**env, **UNLIMITED_PUBLIC, "PYTHONPATH": code, "LOG_FILE": str(log_file), **extra}
-
     def tenantsvc(self, name: str, *args: str, env: dict[str, str] | None = None,
                   ready: Callable[[int], bool] | None = None, **extra: str) -> Server:
         """``twistd -n tenantsvc *args`` (default ``--demo``) in ``workdir/name``, pinned, ready (default /readyz 200)."""
         cwd = self.workdir / name
         cwd.mkdir(parents=True, exist_ok=True)
-        env = env or self.env(cwd / "tenantsvc.json", **extra)
+        env = env or tenantsvc_env(cwd / "tenantsvc.json", self.args.code_dir, **extra)
         port, started = free_port(), time.monotonic()
         process = TenantsvcProcess(cwd, [*(args or ("--demo",)), "--listen", f"tcp:{port}:interface=127.0.0.1"], env,
                                    twistd_command(self.args.python, self.server_pin), own_session=True,

@@ -109,16 +109,20 @@ def raw_get(port: int, path: str, headers: Iterable[tuple[str, str]] = (), timeo
         sock.sendall(request)
         while data := sock.recv(65536):
             chunks.append(data)
-    raw = b"".join(chunks)
+    return parse_response(b"".join(chunks), time.monotonic() - started)
+
+
+def parse_response(raw: bytes, elapsed_s: float = 0.0) -> HttpAnswer:
+    """One complete raw HTTP/1.1 response as an ``HttpAnswer`` (headers in wire order, size on the wire)."""
     head, separator, body = raw.partition(b"\r\n\r\n")
     if not separator:
-        raise ValueError(f"incomplete HTTP response from port {port} for {path}")
+        raise ValueError("incomplete HTTP response")
     lines = head.decode("latin-1").split("\r\n")
     wire = tuple((name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:]))
     parsed = Headers(wire)
     if parsed.get("transfer-encoding", "").lower() == "chunked":
         body = _dechunk(body)
-    return HttpAnswer(int(lines[0].split(" ", 2)[1]), parsed, body, time.monotonic() - started, wire, len(raw))
+    return HttpAnswer(int(lines[0].split(" ", 2)[1]), parsed, body, elapsed_s, wire, len(raw))
 
 
 def _dechunk(data: bytes) -> bytes:
