@@ -342,6 +342,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--seed-concurrency", type=int, default=8)
     parser.add_argument("--herd-cache-entries", type=int, default=100)
     parser.add_argument("--redis", choices=("auto", "off"), default="auto")
+    parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS", help="wait for load average < 0.5")
     parser.add_argument("--no-alt-baselines", dest="alt_baselines", action="store_false",
                         help="skip uvicorn+Starlette and Flask/gunicorn even when installed")
     args = parser.parse_args(argv)
@@ -351,6 +352,9 @@ def parse_args(argv: list[str] | None) -> Any:
     if "memory" in args.scenarios and "spread" not in args.scenarios:
         args.scenarios.append("spread")  # memory "after serving every tenant" is read after the spread hit
     args.runs = args.runs or (3 if args.rounds == 1 else 1)
+    deadline = time.monotonic() + min(args.wait_quiet, 900)
+    while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:  # --wait-quiet: a quieter machine first
+        time.sleep(5)
     return args
 
 
