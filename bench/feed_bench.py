@@ -1,22 +1,6 @@
-"""Feed bench (issue 6): how long one odds poll keeps the worker busy and a database connection held.
-
-For a synthetic Goalserve soccer document of ``--matches`` matches (each with 1X2, double chance, both
-teams to score and five over/under lines, about 1.7 kB of JSON per match; the original's soccer file was
-~34 MB), it measures, as medians of ``--runs``:
-
-1. ``parse``: ``core.goalserve_odds.parse_odds_document`` (the worker runs it in a thread, off the reactor);
-2. ``save``: ``odds_store.save_odds_txn`` in one transaction on SQLite (a temp file) and on a throwaway
-   Postgres (``tests.support.postgres.PostgresServer``, started as the ``postgres`` user on a free
-   loopback port): the time a connection is held per poll: the first save (inserts), a re-save of the
-   same matches with no price changed, and a re-save where ``CHANGED_SHARE`` (~5 %) of the prices moved
-   (the steady state; saves alternate between two snapshots so each one really changes that many);
-3. ``read``: ``odds_store.upcoming_odds_txn`` for the odds API (300 matches), which the API then caches
-   for ``ODDS_CACHE_TTL``.
-
-The baseline in the same run is ``json.loads`` of the same bytes: parse time is reported as a ratio to it.
-
-Run: ``.venv/bin/python bench/feed_bench.py [--matches 2000] [--runs 3] [--no-postgres]``
-"""
+"""Feed bench (issue 6): how long one odds poll of a synthetic ``--matches`` soccer document keeps the worker busy
+(parse, against ``json.loads`` of the same bytes) and a connection held (first save, unchanged and 5 % changed
+re-saves, the odds API read) on SQLite and a throwaway Postgres; medians of ``--runs``."""
 
 from __future__ import annotations
 

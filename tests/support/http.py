@@ -1,7 +1,8 @@
-"""HTTP answers for tests and bench: one response record (``HttpAnswer``) and three ways to get one.
+"""HTTP answers for tests and bench: one response record (``HttpAnswer``) and four ways to get one.
 
 - ``fetch``: treq on the real reactor (async; tests running under pytest-twisted);
 - ``http``: urllib, blocking (e2e tests driving a ``twistd`` subprocess, bench set-up);
+- ``LoopbackConnection``: a keep-alive client from a chosen loopback address (bench players and loops);
 - ``raw_get``: one GET over a raw socket, keeping the headers in wire order and the size on the wire
   (bench/theme_bench.py captures exactly what went over the wire to replay it).
 
@@ -108,16 +109,20 @@ def raw_get(port: int, path: str, headers: Iterable[tuple[str, str]] = (), timeo
         sock.sendall(request)
         while data := sock.recv(65536):
             chunks.append(data)
-    raw = b"".join(chunks)
+    return parse_response(b"".join(chunks), time.monotonic() - started)
+
+
+def parse_response(raw: bytes, elapsed_s: float = 0.0) -> HttpAnswer:
+    """One complete raw HTTP/1.1 response as an ``HttpAnswer`` (headers in wire order, size on the wire)."""
     head, separator, body = raw.partition(b"\r\n\r\n")
     if not separator:
-        raise ValueError(f"incomplete HTTP response from port {port} for {path}")
+        raise ValueError("incomplete HTTP response")
     lines = head.decode("latin-1").split("\r\n")
     wire = tuple((name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:]))
     parsed = Headers(wire)
     if parsed.get("transfer-encoding", "").lower() == "chunked":
         body = _dechunk(body)
-    return HttpAnswer(int(lines[0].split(" ", 2)[1]), parsed, body, time.monotonic() - started, wire, len(raw))
+    return HttpAnswer(int(lines[0].split(" ", 2)[1]), parsed, body, elapsed_s, wire, len(raw))
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -129,3 +134,40 @@ def _dechunk(data: bytes) -> bytes:
             return b"".join(out)
         out.append(data[line_end + 2: line_end + 2 + size])
         position = line_end + 2 + size + 2
+
+
+class LoopbackConnection:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1:``port`` from the local address ``source`` (every 127.x.y.z
+    is a distinct client on Linux), reopened once after a transport error."""
+
+    def __init__(self, port: int, source: str | None = None, timeout_s: float = 30.0):
+        self._port, self._source, self._timeout_s = port, (source, 0) if source else None, timeout_s
+        self._conn: Any = None
+
+    def request(self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+        """Send one request (``body`` as JSON); the answer, whatever its status. A second transport error is raised."""
+        import http.client
+
+        all_headers = dict(headers or {}) | ({"Content-Type": "application/json"} if body is not None else {})
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self._timeout_s,
+                                                        source_address=self._source)
+            started = time.monotonic()
+            try:
+                self._conn.request(method, path, body=data, headers=all_headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                return HttpAnswer(response.status, Headers(response.getheaders()), payload, time.monotonic() - started)
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()

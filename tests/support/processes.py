@@ -241,3 +241,13 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset ``VmHWM`` of ``pid`` to its current RSS (``/proc/PID/clear_refs``, Linux 4.0+); False if refused."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
