@@ -53,10 +53,10 @@ def ablate(site: Any, names: list[str]) -> None:
         if name == "request-metrics":
             site.resource._metrics = type("NoMetrics", (), {"record_request": lambda *args: None})()
         elif name == "ratelimit":
-            LocalRateLimiter.check = lambda self, key, policy, n=1: decision_for(policy.bucket,
-                                                                                 float(policy.bucket.capacity) - 1, True)
+            LocalRateLimiter.check = lambda self, keys, policy, n=1: decision_for(
+                policy.levels[0].bucket, float(policy.levels[0].bucket.capacity) - 1, True)
         elif name == "ratelimit-headers":
-            public_theme.RateLimitHeaders.__call__ = lambda self, decision: ()
+            public_theme.RateLimitLines.__call__ = lambda self, decision: b""
         elif name == "cache-metrics":
             ThemeCache._respond = lambda self, answer: answer
             for cache in [o for o in gc.get_objects() if isinstance(o, ThemeCache)]:
