@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -64,6 +65,12 @@ class Theme:
     logo_url: str = ""
     sportsbook_name: str = "Your Sportsbook"
 
+    def __post_init__(self) -> None:
+        # Tenants share most values (fonts, styles, common colours): one string object per distinct value,
+        # freed with its last theme (interned strings are not immortal).
+        for name in self.__slots__:
+            object.__setattr__(self, name, sys.intern(getattr(self, name)))
+
     def to_wire(self) -> dict[str, str]:
         """The camelCase mapping used by the public and admin JSON."""
         values = asdict(self)
@@ -77,6 +84,11 @@ class Theme:
     def from_row(cls, row: Mapping[str, object]) -> "Theme":
         """Build from a stored row keyed by attribute name (values were validated when saved)."""
         return cls(**{f.name: str(row[f.name]) for f in fields(cls) if row.get(f.name) is not None})
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, object]) -> "Theme":
+        """Rebuild from ``to_wire()``'s camelCase mapping, without validating (it came from a valid theme)."""
+        return cls(**{attr: str(wire[name]) for name, attr in WIRE_NAMES.items() if name in wire})
 
 
 DEFAULT_THEME = Theme()

@@ -9,10 +9,11 @@ the fleet (a Redis lock with an owner token). A failed refresh never replaces a 
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, NamedTuple
 
 from twisted.python.failure import Failure
 from eliot import ActionType, fields, write_failure
@@ -54,49 +55,58 @@ def lock_key(slug: str) -> str:
     return f"lock:branding:{slug}"
 
 
-@dataclass(frozen=True, slots=True)
-class ThemeAnswer:
+class ThemeAnswer(NamedTuple):
     """One ready-to-send representation: the body, its strong ETag, and which row of the header table
-    (``core.http_cache.theme_cache_headers``: fresh, stale or default) its caching headers come from."""
+    (``core.http_cache.theme_cache_headers``: fresh, stale or default) its caching headers come from.
+
+    Made per request from the cached entry (a named tuple costs less to make than to keep four per tenant).
+    """
 
     body: bytes
     etag: bytes
     result: str  # fresh, stale or default
 
 
-def _answers(body: bytes, *results: str) -> tuple[ThemeAnswer, ...]:
-    """``body`` as an answer of each of ``results``, sharing one body and one ETag."""
-    etag = strong_etag(body).encode("ascii")
-    return tuple(ThemeAnswer(body, etag, result) for result in results)
-
-
 @dataclass(frozen=True, slots=True)
 class RenderedTheme:
-    """A cached theme with its JSON and CSS answers (fresh and stale variants), all computed at fill time.
+    """A cached theme as its JSON and CSS bodies and their ETags, computed once at fill time, and the time
+    it was read (``fetched_at``, Unix seconds). About 1 KiB a tenant.
 
-    About 1.3 KiB a tenant: the two bodies, two ETags and four small answer objects.
+    The ``Theme`` itself is not kept: the JSON body holds every field, and the rare reader that needs the
+    theme (a read served while the database is refused) gets it back from there (``theme``).
     """
 
-    entry: CachedTheme
-    json: tuple[ThemeAnswer, ThemeAnswer]  # (fresh, stale)
-    css: tuple[ThemeAnswer, ThemeAnswer]
+    fetched_at: float
+    json_body: bytes
+    json_etag: bytes
+    css_body: bytes
+    css_etag: bytes
 
     @classmethod
     def build(cls, entry: CachedTheme) -> "RenderedTheme":
         """Render both representations once."""
-        json_fresh, json_stale = _answers(entry.theme.to_json_bytes(), FRESH, STALE)
-        css_fresh, css_stale = _answers(render_theme_css(entry.theme), FRESH, STALE)
-        return cls(entry, (json_fresh, json_stale), (css_fresh, css_stale))
+        json_body, css_body = entry.theme.to_json_bytes(), render_theme_css(entry.theme)
+        return cls(entry.fetched_at, json_body, _etag(json_body), css_body, _etag(css_body))
 
-    def answer(self, kind: str, state: str) -> ThemeAnswer:
-        """The ``kind`` (json or css) answer in ``state`` (fresh or stale)."""
-        return (self.json if kind == JSON else self.css)[state is STALE]
+    def answer(self, kind: str, result: str) -> ThemeAnswer:
+        """The ``kind`` (json or css) answer as a ``result`` (fresh or stale) answer."""
+        if kind == JSON:
+            return ThemeAnswer(self.json_body, self.json_etag, result)
+        return ThemeAnswer(self.css_body, self.css_etag, result)
+
+    def theme(self) -> Theme:
+        """The theme these bodies were rendered from."""
+        return Theme.from_wire(json.loads(self.json_body))
+
+
+def _etag(body: bytes) -> bytes:
+    return strong_etag(body).encode("ascii")
 
 
 def default_answers() -> dict[str, ThemeAnswer]:
     """The default theme's answers (JSON and CSS), served while a tenant's own theme is not loaded."""
-    return {JSON: _answers(DEFAULT_THEME.to_json_bytes(), THEME_DEFAULT)[0],
-            CSS: _answers(render_theme_css(DEFAULT_THEME), THEME_DEFAULT)[0]}
+    bodies = {JSON: DEFAULT_THEME.to_json_bytes(), CSS: render_theme_css(DEFAULT_THEME)}
+    return {kind: ThemeAnswer(body, _etag(body), THEME_DEFAULT) for kind, body in bodies.items()}
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ class ThemeCache:
         asked, or None when the tenant does not exist. Never touches the database."""
         rendered = self._l1.get(slug)
         if rendered is not None:
-            state = freshness(rendered.entry.fetched_at, self._clock.seconds(), self._settings.windows)
+            state = freshness(rendered.fetched_at, self._clock.seconds(), self._settings.windows)
             if state is FRESH:
                 self._l1.move_to_end(slug)
                 self._hits.inc()
@@ -181,7 +191,7 @@ class ThemeCache:
     def cached_theme(self, slug: str) -> Theme | None:
         """The theme held in L1 for ``slug`` whatever its age (for reads served while the DB is refused)."""
         rendered = self._l1.get(slug)
-        return rendered.entry.theme if rendered is not None else None
+        return rendered.theme() if rendered is not None else None
 
     def _respond(self, answer: ThemeAnswer) -> ThemeAnswer:
         self._responses[answer.result].inc()
@@ -222,7 +232,7 @@ class ThemeCache:
     def _install(self, entry: CachedTheme) -> RenderedTheme:
         """Put ``entry`` in L1 unless L1 already holds something newer; evict the least recently used."""
         current = self._l1.get(entry.slug)
-        if current is not None and current.entry.fetched_at > entry.fetched_at:
+        if current is not None and current.fetched_at > entry.fetched_at:
             return current
         rendered = RenderedTheme.build(entry)
         self._l1[entry.slug] = rendered
@@ -313,8 +323,8 @@ class ThemeCache:
         """After a pub/sub outage we may have missed saves: serve what we have, but revalidate it."""
         cutoff = self._clock.seconds() - self._settings.windows.ttl_s
         for slug, rendered in list(self._l1.items()):
-            if rendered.entry.fetched_at > cutoff:
-                self._l1[slug] = RenderedTheme.build(CachedTheme(slug, rendered.entry.theme, cutoff))
+            if rendered.fetched_at > cutoff:
+                self._l1[slug] = replace(rendered, fetched_at=cutoff)
 
     def _count_l2_set(self, _: object, outcome: str) -> None:
         self._metrics.cache_l2.labels("branding", "set", outcome).inc()

@@ -142,3 +142,4 @@ def test_parse_theme_either_accepts_or_reports_fields_and_accepted_themes_round_
     wire = json.loads(theme.to_json_bytes())
     assert list(wire) == DESIGN_KEYS
     assert parse_theme(wire) == theme
+    assert Theme.from_wire(wire) == theme  # what the theme cache rebuilds from a cached body

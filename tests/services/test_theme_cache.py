@@ -309,3 +309,11 @@ def test_the_warm_counts_each_l2_write(env, available, outcome):
     env.db.answer_last([("acme", SAVED), ("beta", NEWER)])
     assert warmed.result == 2, "a refused L2 write never fails the warm"
     assert env.metric("cache_l2_operations_total", cache="branding", op="set", outcome=outcome) == 2
+
+
+def test_a_cached_entry_keeps_bodies_not_the_theme_and_gives_the_theme_back(env):
+    env.answer(); env.db.answer_last(SAVED)
+    assert env.answer().result == "fresh"
+    assert env.cache.cached_theme("acme") == SAVED
+    rendered = env.cache._l1["acme"]
+    assert not any(isinstance(getattr(rendered, name), Theme) for name in rendered.__slots__)
