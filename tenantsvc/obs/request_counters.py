@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from tenantsvc.core.request_classes import METRIC_ROUTE_CLASSES, NO_ROUTE_CLASS, OPERATIONAL  # noqa: F401
+from tenantsvc.obs.exposition import LazySamples
 
 # The route_class label: core.request_classes' route classes, ``operational`` (health, readiness, metrics)
 # and ``none`` (a request that matched no route).
@@ -47,12 +48,12 @@ class RequestCounters(Collector):
         requests = CounterMetricFamily("http_requests",
                                        "HTTP requests by method, route template, status, tenant and route class.",
                                        labels=["method", "endpoint", "status", "tenant", "route_class"])
-        for labels, value in self._requests.items():
-            requests.add_metric(labels, value)
+        # One series per tenant: samples made as they are written (obs.exposition), not all held at once.
+        requests.samples = LazySamples(  # type: ignore[assignment]
+            "http_requests_total", ("method", "endpoint", "status", "tenant", "route_class"), self._requests.items)
         yield requests
         tenants = CounterMetricFamily("tenant_requests", "Requests per known tenant.", labels=["tenant"])
-        for tenant, value in self._tenants.items():
-            tenants.add_metric([tenant], value)
+        tenants.samples = LazySamples("tenant_requests_total", ("tenant",), self._tenants.items)  # type: ignore[assignment]
         yield tenants
         yield from self._by_class()
 

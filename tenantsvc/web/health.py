@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from twisted.web.server import NOT_DONE_YET
 
 from tenantsvc.core.clock import iso_utc_seconds
 from tenantsvc.core.request_classes import OPERATIONAL
+from tenantsvc.obs.exposition import exposition_chunks
 from tenantsvc.web.bearer import BearerToken
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
 from tenantsvc.web.plain import Handler, finish_later
@@ -103,7 +105,7 @@ def operational_handlers(
         body = readiness.describe()
         return respond_json(request, 200 if body["status"] == "ready" else 503, body, {"Cache-Control": NO_STORE})
 
-    def metrics(request: Any, segments: list[bytes]) -> bytes:
+    def metrics(request: Any, segments: list[bytes]) -> Any:
         request.endpoint_label = "/metrics"
         request.request_class = OPERATIONAL
         _only_get(request)
@@ -111,7 +113,12 @@ def operational_handlers(
         authorize(request)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", NO_STORE.encode("ascii"))
-        return generate_latest(registry)
+        chunks = exposition_chunks(registry)
+        request.setHeader(b"Content-Length", b"%d" % sum(map(len, chunks)))
+        for chunk in chunks:
+            request.write(chunk)
+        request.finish()
+        return NOT_DONE_YET
 
     def health(request: Any, segments: list[bytes]) -> Any:
         if segments[1:] != [b"detailed"]:
