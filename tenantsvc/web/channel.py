@@ -137,6 +137,7 @@ class EdgeChannel(HTTPChannel):
         self._refused = False
         self._lost = False
         self._served = 0  # requests answered on this connection
+        self._addresses: tuple[Any, Any] | None = None  # (local, peer), asked of the transport once
 
     # --- connection ---------------------------------------------------------------------------------
 
@@ -154,6 +155,21 @@ class EdgeChannel(HTTPChannel):
         self._cancel_header_deadline()
         super().connectionLost(reason)
         self._tracker.closed(self)
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        """The connection's local address. It is fixed for the connection's life, so the socket is asked once
+        (Twisted asks on every request: a ``getsockname`` system call each, ~7 % of a cache hit's CPU)."""
+        return self._fixed_addresses()[0]
+
+    def getPeer(self) -> Any:  # noqa: N802 - Twisted's name
+        """The peer's address (fixed too: one address object per connection instead of one per request)."""
+        return self._fixed_addresses()[1]
+
+    def _fixed_addresses(self) -> tuple[Any, Any]:
+        addresses = self._addresses
+        if addresses is None:
+            addresses = self._addresses = (self.transport.getHost(), self.transport.getPeer())
+        return addresses
 
     def _close(self, reason: str, *, abort: bool = False) -> None:
         if self.close_reason is None:

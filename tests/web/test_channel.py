@@ -335,3 +335,25 @@ def test_connections_still_open_at_the_drain_timeout_are_aborted_and_counted():
     assert transport.disconnected
     lose(channel, transport)
     assert edge.closed == ["drain_timeout"]
+
+
+def test_the_connection_addresses_are_asked_of_the_transport_once_and_every_request_sees_them():
+    edge = Edge()
+    seen = []
+
+    class Recording(Answers):
+        def render_GET(self, request):  # noqa: N802 - twisted.web's name
+            seen.append((request.getHost(), request.getClientAddress()))
+            return b"ok"
+
+    edge.site.resource = Recording()
+    channel, transport = edge.connect("10.0.0.7")
+    asked = []
+    real_get_host = transport.getHost
+    transport.getHost = lambda: asked.append("host") or real_get_host()
+    for _ in range(3):
+        channel.dataReceived(get("/"))
+        turn(edge.clock)
+    assert len(responses(transport)) == 3
+    assert asked == ["host"]  # Twisted would ask (a getsockname system call) once per request
+    assert {(host, peer) for host, peer in seen} == {(real_get_host(), IPv4Address("TCP", "10.0.0.7", 40000))}
