@@ -331,7 +331,8 @@ def answer_figures(answers: Sequence[tuple[int, float]]) -> dict[str, Any]:
 def latency_ms(values: Sequence[float]) -> dict[str, float]:
     """Median, p99 and max of ``values`` (ms), to 0.1 ms; {} for none."""
     ordered = sorted(values)
-    return {"median_ms": round(statistics.median(ordered), 1), "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 1),
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+    return {"median_ms": round(statistics.median(ordered), 1), "p99_ms": round(p99, 1),
             "max_ms": round(ordered[-1], 1)} if ordered else {}
 
 
