@@ -1,6 +1,5 @@
-"""Feed bench (issue 6): how long one odds poll of a synthetic ``--matches`` soccer document keeps the worker busy
-(parse, against ``json.loads`` of the same bytes) and a connection held (first save, unchanged and 5 % changed
-re-saves, the odds API read) on SQLite and a throwaway Postgres; medians of ``--runs``."""
+"""Feed bench (issue 6): one odds poll of a synthetic soccer document: parse vs ``json.loads``, save/re-save/read on
+SQLite and a throwaway Postgres (medians of ``--runs``)."""
 
 from __future__ import annotations
 
@@ -31,6 +30,14 @@ KICKOFF_DAY = datetime.now(timezone.utc) + timedelta(days=1)
 CHANGED_SHARE = 20  # one price in 20 (5 %) moves between the two snapshots of the "changed" re-save
 
 
+MARKETS = (("1", "Match Winner", (("Home", "2.10"), ("Draw", "3.40"), ("Away", "3.50"))),
+           ("222", "Double Chance", (("Home/Draw", "1.30"), ("Home/Away", "1.33"), ("Draw/Away", "1.72"))),
+           ("15", "Both Teams To Score", (("Yes", "1.66"), ("No", "2.15"))))
+TOTALS = [{"type": "total", "name": f"{g}.5", "ismain": "True" if g == 2 else "False",
+           "odds": [{"name": "Over", "value": f"{1.3 + 0.3 * g:.2f}"}, {"name": "Under", "value": f"{3.2 - 0.3 * g:.2f}"}]}
+          for g in range(5)]
+
+
 def _market(market_id: str, name: str, odds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"id": market_id, "value": name, "stop": "False",
             "bookmakers": [{"id": "16", "name": "bet365", "stop": "False", "odds": odds}]}
@@ -38,30 +45,18 @@ def _market(market_id: str, name: str, odds: list[dict[str, Any]]) -> dict[str, 
 
 def synthetic_document(matches: int) -> bytes:
     """A standard-shape soccer odds document with ``matches`` matches in leagues of 20."""
-    categories = []
-    for league in range(0, matches, 20):
-        games = []
-        for n in range(league, min(league + 20, matches)):
-            kickoff = KICKOFF_DAY + timedelta(minutes=15 * (n % 40))
-            lines = [{"type": "total", "name": f"{g}.5", "ismain": "True" if g == 2 else "False",
-                      "odds": [{"name": "Over", "value": f"{1.3 + 0.3 * g:.2f}"},
-                               {"name": "Under", "value": f"{3.2 - 0.3 * g:.2f}"}]} for g in range(5)]
-            games.append({
-                "id": str(8_000_000 + n), "status": "Not Started", "formatted_date": kickoff.strftime("%d.%m.%Y"),
+    odds = [*(_market(i, name, [{"name": k, "value": v} for k, v in prices]) for i, name, prices in MARKETS),
+            _market("5", "Goals Over/Under", TOTALS)]
+
+    def match(n: int) -> dict[str, Any]:
+        kickoff = KICKOFF_DAY + timedelta(minutes=15 * (n % 40))
+        return {"id": str(8_000_000 + n), "status": "Not Started", "formatted_date": kickoff.strftime("%d.%m.%Y"),
                 "time": kickoff.strftime("%H:%M"), "localteam": {"id": "1", "name": f"Home {n}"},
-                "visitorteam": {"id": "2", "name": f"Away {n}"},
-                "odds": [
-                    _market("1", "Match Winner", [{"name": "Home", "value": "2.10"}, {"name": "Draw", "value": "3.40"},
-                                                  {"name": "Away", "value": "3.50"}]),
-                    _market("222", "Double Chance", [{"name": "Home/Draw", "value": "1.30"},
-                                                     {"name": "Home/Away", "value": "1.33"},
-                                                     {"name": "Draw/Away", "value": "1.72"}]),
-                    _market("15", "Both Teams To Score", [{"name": "Yes", "value": "1.66"},
-                                                          {"name": "No", "value": "2.15"}]),
-                    _market("5", "Goals Over/Under", lines),
-                ],
-            })
-        categories.append({"name": f"Country: League {league // 20}", "id": str(league), "matches": games})
+                "visitorteam": {"id": "2", "name": f"Away {n}"}, "odds": odds}
+
+    categories = [{"name": f"Country: League {league // 20}", "id": str(league),
+                   "matches": [match(n) for n in range(league, min(league + 20, matches))]}
+                  for league in range(0, matches, 20)]
     return json.dumps({"scores": {"sport": "soccer", "ts": str(int(time.time())), "categories": categories}}).encode()
 
 

@@ -1,5 +1,4 @@
-"""What one client hammering ``/health/detailed`` costs the database and Redis (issue 11): Postgres transactions,
-health-check interactions, Redis PINGs and EVALSHAs during ``--duration`` s of wrk on a real ``tenantsvc --role web``."""
+"""What wrk on ``/health/detailed`` of ``tenantsvc --role web`` costs Postgres and Redis (issue 11)."""
 
 from __future__ import annotations
 
@@ -62,7 +61,5 @@ def report(doc: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    parser = bench_parser(__doc__)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--duration", type=float, default=10, help="seconds of wrk")
-    sys.exit(run_main("health-probe-burst", parser.parse_args(), measure, report))
+    sys.exit(run_main("health-probe-burst", bench_parser(__doc__, connections=50, duration=(10.0, "seconds of wrk"))
+                      .parse_args(), measure, report))

@@ -1,13 +1,10 @@
-"""Hostile clients against a real ``twistd tenantsvc --demo`` (issue 11): what pipelining, slowloris, many idle
-connections and oversized heads cost, and the SIGTERM drain under keep-alive load. Each scenario gets a fresh server;
-the clients are ``tests/support/hostile_clients.py``; README's "Hostile clients and limits" says how to read it."""
+"""Hostile clients (issue 11): pipelining, slowloris, per-client cap, oversized heads and the SIGTERM drain, each
+against a fresh ``twistd tenantsvc --demo`` (README "Hostile clients and limits" says how to read it)."""
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -15,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import Bench, bench_parser, ensure_wrk, run_main, scrape  # noqa: E402
+from runner import Bench, bench_parser, ensure_wrk, latency_ms, run_main, scrape, socket_errors  # noqa: E402
 
 from tests.support.hostile_clients import (  # noqa: E402
     KeepAliveClient, ReadinessWatcher, answer_to, connect, healthz_ms, peer_closed, pipelined_gets,
@@ -41,10 +38,9 @@ def probing(port: int, interval_s: float, stop: threading.Event, latencies: list
 
 
 def health(latencies: list) -> dict[str, Any]:
-    """Probes, failures and p50/p99/max latency (ms)."""
-    ok = sorted(v for v in latencies if v is not None)
-    return {"probes": len(latencies), "failures": len(latencies) - len(ok), "p50_ms": ok and round(statistics.median(ok), 1),
-            "p99_ms": ok and round(ok[int(0.99 * (len(ok) - 1))], 1), "max_ms": ok and round(ok[-1], 1)}
+    """Probes, failures and median/p99/max latency (ms)."""
+    return {"probes": len(latencies), "failures": latencies.count(None),
+            **latency_ms([v for v in latencies if v is not None])}
 
 
 def attack(bench: Bench, name: str) -> dict[str, Any]:
@@ -139,13 +135,11 @@ def attack(bench: Bench, name: str) -> dict[str, Any]:
             thread.join(15)
         bench.children.stop(wrk, timeout_s=args.prestop + 20)
         text = wrk_out.read_text(errors="replace")
-        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
         out |= {"readyz": [(round(at - sigterm_at, 2), state) for at, state in watcher.changes],
                 "client_outcomes": {k: sum(c.outcomes[k] for c in clients) for k in ("ok", "refused", "cut",
                                                                                        "closes_announced")},
                 "client_cuts": sorted({cut for c in clients for cut in c.cuts}),
-                "wrk_socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups())))
-                if errors else {}}
+                "wrk_socket_errors": socket_errors(text)}
         return out
     out["closes"] = sample_delta(before, scrape(port), "http_connections_closed_total", "reason")
     bench.stop(server)
@@ -164,15 +158,10 @@ def measure(bench: Bench) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = bench_parser(__doc__)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    for option, default in (("connections", 50), ("pipelined", 500), ("slow-connections", 200), ("cap-connections", 300),
-                            ("wrk-connections", 20), ("keepalive-clients", 8)):
-        parser.add_argument(f"--{option}", type=int, default=default)
-    for option, default in (("attack-duration", 30.0), ("write-timeout", 5.0), ("drip", 2.0), ("slow-duration", 25.0),
-                            ("prestop", 2.0)):
-        parser.add_argument(f"--{option}", type=float, default=default)
+    parser = bench_parser(__doc__, scenarios=",".join(SCENARIOS), connections=50, pipelined=500, slow_connections=200,
+                          cap_connections=300, wrk_connections=20, keepalive_clients=8, attack_duration=30.0,
+                          write_timeout=5.0, drip=2.0, slow_duration=25.0, prestop=2.0)
     options = parser.parse_args()
     if set(options.scenarios.split(",")) - set(SCENARIOS):
         parser.error(f"--scenarios takes some of {','.join(SCENARIOS)}")
-    sys.exit(run_main("hostile-clients", options, measure, lambda doc: None))
+    sys.exit(run_main("hostile-clients", options, measure))

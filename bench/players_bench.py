@@ -1,36 +1,23 @@
-"""Fair rate limits under a realistic tenant (issue 11): ``--players`` players with think time, then the same players
-while one client floods the odds, against a real ``twistd tenantsvc --demo`` with its default limits (``--redis``:
-the fleet-wide limiter on a throwaway Redis). Per phase and kind: requests, 429 share, statuses, latency."""
+"""Fair rate limits (issue 11): players with think time, then the same while one client floods the odds (default limits)."""
 
 from __future__ import annotations
 
 import os
 import random
-import statistics
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redis_freeze import first_price, player_request, sign_up  # noqa: E402
-from runner import Bench, bench_parser, run_main, scrape  # noqa: E402
+from runner import Bench, answer_figures, bench_parser, print_table, run_main, scrape  # noqa: E402
 
 from tests.support.http import LoopbackConnection  # noqa: E402
 
 KINDS, ABUSER, PHASES = ("odds", "me", "bets", "bet"), "127.0.0.250", ("players", "flood")
-
-
-def tally(answers: list[tuple[int, float]]) -> dict[str, Any]:
-    """Requests, share answered 429, statuses, median and p99 latency of (status, seconds) pairs."""
-    if not answers:
-        return {"n": 0}
-    statuses, ordered = Counter(s for s, _ in answers), sorted(t * 1000 for _, t in answers)
-    return {"n": len(answers), "rate_limited_percent": round(100 * statuses[429] / len(answers), 1),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "median_ms": round(statistics.median(ordered), 1),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)}
 
 
 def measure(bench: Bench) -> dict[str, Any]:
@@ -94,7 +81,7 @@ def measure(bench: Bench) -> dict[str, Any]:
             redis.close()
     return {"code_dir": args.code_dir or "this tree", "redis": bool(env), "players": args.players,
             "duration_s_per_phase": args.duration, "think_s": args.think, "mix": mix, "pinning": bench.pin_note,
-            "phases": {p: {k: tally(answers[(p, k)]) for k in (*KINDS, "abuser")} for p in PHASES},
+            "phases": {p: {k: answer_figures(answers[(p, k)]) for k in (*KINDS, "abuser")} for p in PHASES},
             "ratelimit_decisions": decisions}
 
 
@@ -102,23 +89,21 @@ def report(doc: dict[str, Any]) -> None:
     """Per phase and kind: requests, rate, 429 share, latency, statuses; the limiter's decisions."""
     print(f"\n{doc['players']} players, {doc['duration_s_per_phase']} s per phase, think {doc['think_s']} s, "
           f"{'with' if doc['redis'] else 'without'} Redis; server code: {doc['code_dir']} ({doc['pinning']})")
-    print(f"{'phase':<8} {'kind':<7} {'n':>6} {'req/s':>7} {'429 %':>6} {'median':>9} {'p99':>9}  statuses")
-    for phase, kinds in doc["phases"].items():
-        for kind, row in ((k, r) for k, r in kinds.items() if r["n"]):
-            print(f"{phase:<8} {kind:<7} {row['n']:>6} {row['n'] / doc['duration_s_per_phase']:>7.1f} "
-                  f"{row['rate_limited_percent']:>6.1f} {row['median_ms']:>7.1f}ms {row['p99_ms']:>7.1f}ms  {row['statuses']}")
+    print_table(("phase", "kind", "n", "req/s", "429 %", "median", "p99", "statuses"), [
+        (phase, kind, row["n"], f"{row['n'] / doc['duration_s_per_phase']:.1f}", f"{row['rate_limited_percent']:.1f}",
+         f"{row['median_ms']:.1f}ms", f"{row['p99_ms']:.1f}ms", row["statuses"])
+        for phase, kinds in doc["phases"].items() for kind, row in kinds.items() if row["n"]], left=2, indent="")
     print("ratelimit_decisions_total:")
     for labels, value in doc["ratelimit_decisions"].items():
         print(f"  {{{labels}}} {value:g}")
 
 
 if __name__ == "__main__":
-    parser = bench_parser(__doc__)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of each phase")
-    parser.add_argument("--players", type=int, choices=range(1, 201), default=20, metavar="1-200")
-    parser.add_argument("--think", type=float, default=2.0, help="mean think time between a player's actions")
-    parser.add_argument("--mix", default="odds=70,me=15,bets=10,bet=5", help="weights of the players' actions")
-    parser.add_argument("--redis", action="store_true", help="with a throwaway redis-server (fleet-wide limiter)")
-    parser.add_argument("--redis-url", default="", help="with this (throwaway, loopback) Redis instead")
-    parser.add_argument("--seed", type=int, default=11)
-    sys.exit(run_main("players-bench", parser.parse_args(), measure, report))
+    options = bench_parser(__doc__, duration=(60.0, "seconds of each phase"), players=(20, "1-200"),
+                           think=(2.0, "mean think time between a player's actions"),
+                           mix=("odds=70,me=15,bets=10,bet=5", "weights of the players' actions"),
+                           redis=(False, "with a throwaway redis-server (fleet-wide limiter)"),
+                           redis_url=("", "with this (throwaway, loopback) Redis instead"), seed=11).parse_args()
+    if not 1 <= options.players <= 200:
+        sys.exit("--players takes 1-200")
+    sys.exit(run_main("players-bench", options, measure, report))

@@ -1,10 +1,8 @@
-"""Player-route latency while Redis is frozen (SIGSTOP, then SIGCONT) under a real ``twistd tenantsvc --role all --demo``
-on a throwaway Postgres and Redis (issue 10): per kind and phase the statuses and latency, and the recovery."""
+"""Player-route latency while Redis is frozen (SIGSTOP, then SIGCONT) under ``twistd tenantsvc --role all --demo`` (issue 10)."""
 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import threading
 import time
@@ -12,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import Bench, BenchError, bench_parser, run_main, scrape  # noqa: E402
+from runner import Bench, BenchError, answer_figures, bench_parser, print_table, run_main, scrape  # noqa: E402
 
 from tests.support.http import HttpAnswer, LoopbackConnection  # noqa: E402
 
@@ -64,15 +62,8 @@ def player_request(conn: LoopbackConnection, kind: str, cookie: str, price: dict
 
 
 def figures(answers: list[tuple]) -> dict[str, Any]:
-    """Count, statuses, median and max latency (ms) of (kind, sent_at, elapsed_s, status, well formed) tuples."""
-    if not answers:
-        return {"n": 0}
-    values = sorted(a[2] * 1000 for a in answers)
-    statuses: dict[str, int] = {}
-    for answer in answers:
-        statuses[str(answer[3])] = statuses.get(str(answer[3]), 0) + 1
-    return {"n": len(values), "statuses": dict(sorted(statuses.items())), "median_ms": round(statistics.median(values), 1),
-            "max_ms": round(values[-1], 1), "malformed": sum(not a[4] for a in answers)}
+    """``answer_figures`` of (kind, sent_at, elapsed_s, status, well formed) tuples, and how many were malformed."""
+    return answer_figures([(a[3], a[2]) for a in answers]) | ({"malformed": sum(not a[4] for a in answers)} if answers else {})
 
 
 def measure(bench: Bench) -> dict[str, Any]:
@@ -151,23 +142,18 @@ def measure(bench: Bench) -> dict[str, Any]:
 def report(doc: dict[str, Any]) -> None:
     """Per kind and phase: answers, latency, statuses; the recovery; the Redis breaker's figures."""
     print(f"\nRedis frozen for {doc['freeze_s']} s (server code: {doc['code_dir']})")
-    print(f"{'kind':<6} {'phase':<13} {'n':>5} {'median':>9} {'max':>9}  statuses")
-    for kind, phases in doc["table"].items():
-        for phase, row in ((p, r) for p, r in phases.items() if r["n"]):
-            print(f"{kind:<6} {phase:<13} {row['n']:>5} {row['median_ms']:>7.1f}ms {row['max_ms']:>7.1f}ms  "
-                  f"{row['statuses']}{'  MALFORMED ' + str(row['malformed']) if row['malformed'] else ''}")
+    print_table(("kind", "phase", "n", "median", "max", "statuses"), [
+        (kind, phase, row["n"], f"{row['median_ms']:.1f}ms", f"{row['max_ms']:.1f}ms",
+         f"{row['statuses']}{'  MALFORMED ' + str(row['malformed']) if row['malformed'] else ''}")
+        for kind, phases in doc["table"].items() for phase, row in phases.items() if row["n"]], left=2, indent="")
     print("first 2xx after the thaw (s):", doc["first_success_after_thaw_s"])
     for name, value in sorted(doc["metrics"].items()):
         print(f"  {name} {value:g}")
 
 
 if __name__ == "__main__":
-    parser = bench_parser(__doc__)
-    for option, default, text in (("before", 3.0, "seconds of traffic before the freeze"),
-                                  ("freeze", 5.0, "seconds Redis stays frozen"),
-                                  ("after-max", 20.0, "longest wait for recovery"), ("tail", 1.0, "seconds after it"),
-                                  ("pause", 0.05, "seconds between a loop's requests")):
-        parser.add_argument(f"--{option}", type=float, default=default, help=text)
-    for kind, default in (("me", 4), ("login", 2), ("bet", 2), ("theme", 1)):
-        parser.add_argument(f"--{kind}", type=int, default=default, help=f"{kind} loops")
-    sys.exit(run_main("redis-freeze", parser.parse_args(), measure, report))
+    sys.exit(run_main("redis-freeze", bench_parser(
+        __doc__, before=(3.0, "seconds of traffic before the freeze"), freeze=(5.0, "seconds Redis stays frozen"),
+        after_max=(20.0, "longest wait for recovery"), tail=(1.0, "seconds after it"),
+        pause=(0.05, "seconds between a loop's requests"), me=(4, "me loops"), login=(2, "login loops"),
+        bet=(2, "bet loops"), theme=(1, "theme loops")).parse_args(), measure, report))

@@ -1,9 +1,5 @@
-"""The tiny bench runner: declarative scenarios, each tenantsvc run paired with its same-run baseline run.
-
-Processes, HTTP answers, metrics and waiting come from ``tests/support``; here are only wrk (parsed, with
-the server's CPU per request and the rest of the machine's CPU), the replay baselines, the per-round
-pairing and ratios, one aligned table and the results file. The method is in bench/README.md.
-"""
+"""The tiny bench runner over ``tests/support``: declarative scenarios, wrk with CPU per request, same-run replay
+baselines, paired rounds and their ratios, aligned tables and the results file (the method: bench/README.md)."""
 
 from __future__ import annotations
 
@@ -21,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +40,7 @@ SCRUBBED = ("DATABASE_URL", "PROCESS_TYPE", "PORT", "LOG_FILE", "ENVIRONMENT", "
 # The limiter runs on every request, but its bucket never empties, so the answer stays the warm hit.
 UNLIMITED_PUBLIC = {"RATE_LIMIT_PUBLIC": "1000000000/1000000000"}
 AUTOMATIC_HEADERS = frozenset({"server", "date", "content-length", "transfer-encoding", "connection"})
-BASELINE = [str(REPO / "bench" / "baseline_server.py")]
+BASELINE = ["-m", "bench.baseline_server"]
 
 
 class BenchError(RuntimeError):
@@ -108,13 +105,18 @@ def parse_wrk(text: str) -> WrkResult:
     if not all(found):
         raise BenchError(f"cannot parse wrk output:\n{text}")
     rps, p50, p99, total = found  # type: ignore[misc]
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     count = int(total.group(1))
     size = float(total.group(2)) * 1024 ** "BKMGT".index(total.group(3)[0]) if count else 0.0
     return WrkResult(float(rps.group(1)), ms(p50.group(1)), ms(p99.group(1)), count,
-                     (sum(map(int, errors.groups())) if errors else 0) + (int(non_2xx.group(1)) if non_2xx else 0),
+                     sum(socket_errors(text).values()) + (int(non_2xx.group(1)) if non_2xx else 0),
                      round(size / count, 1) if count else None, raw=text)
+
+
+def socket_errors(text: str) -> dict[str, int]:
+    """wrk's socket errors by kind (connect, read, write, timeout); {} when it reported none."""
+    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return dict(zip(("connect", "read", "write", "timeout"), map(int, found.groups()))) if found else {}
 
 
 def tree_ticks(pid: int) -> int:
@@ -159,13 +161,8 @@ def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
 
 
 def ensure_wrk() -> str:
-    """The path of ``wrk``, installed with apt-get (non-interactive) when it is missing."""
-    if not shutil.which("wrk"):
-        prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
-            subprocess.run(prefix + argv, env=env, stdin=subprocess.DEVNULL, check=False)
-    return shutil.which("wrk") or sys.exit("wrk is missing and could not be installed")
+    """The path of ``wrk`` (``./scripts/run`` installs it; nothing is fetched at run time)."""
+    return shutil.which("wrk") or sys.exit("wrk is missing: ./scripts/run installs it (apt-get install wrk)")
 
 
 def tenantsvc_env(log_file: Path, code_dir: str = "", **extra: str) -> dict[str, str]:
@@ -181,7 +178,6 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path, children: ChildProcesses):
         self.args, self.workdir, self.children = args, workdir, children
         self.server_pin, self.load_pin, self.pin_note = pinning(args.server_cpu, args.load_cpu)
-        self.alternatives: dict[str, list[str]] = {}  # name → argv of the optional baselines to run beside
 
     def tenantsvc(self, name: str, *args: str, env: dict[str, str] | None = None,
                   ready: Callable[[int], bool] | None = None, **extra: str) -> Server:
@@ -317,9 +313,32 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int =
     return [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
 
 
-def summary_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The one table of scenario × server figures."""
-    return text_table(("scenario", "server", "req/s", "p50 ms", "p99 ms", "ratio to baseline", "p99 vs baseline",
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, indent: str = "  ") -> None:
+    """``text_table``, printed with each line indented."""
+    for line in text_table(header, rows, left):
+        print(indent + line)
+
+
+def answer_figures(answers: Sequence[tuple[int, float]]) -> dict[str, Any]:
+    """Count, statuses, share answered 429, median, p99 and max latency (ms) of (status, seconds) pairs."""
+    if not answers:
+        return {"n": 0}
+    statuses, ordered = Counter(str(s) for s, _ in answers), sorted(t * 1000 for _, t in answers)
+    return {"n": len(answers), "statuses": dict(sorted(statuses.items())),
+            "rate_limited_percent": round(100 * statuses["429"] / len(answers), 1), **latency_ms(ordered)}
+
+
+def latency_ms(values: Sequence[float]) -> dict[str, float]:
+    """Median, p99 and max of ``values`` (ms), to 0.1 ms; {} for none."""
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+    return {"median_ms": round(statistics.median(ordered), 1), "p99_ms": round(p99, 1),
+            "max_ms": round(ordered[-1], 1)} if ordered else {}
+
+
+def summary_table(rows: list[dict[str, Any]]) -> None:
+    """The one table of scenario × server figures, printed."""
+    print_table(("scenario", "server", "req/s", "p50 ms", "p99 ms", "ratio to baseline", "p99 vs baseline",
                        "CPU µs/req", "errors", "other CPU"),
                       [(r["scenario"], r["server"], f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
                         r["ratio"] and f"{r['ratio']:.2f}", r["p99_ratio"] and f"{r['p99_ratio']:.2f}×",
@@ -349,8 +368,9 @@ def machine_info() -> dict[str, Any]:
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
-def bench_parser(doc: str) -> argparse.ArgumentParser:
-    """Options every server bench has: ``--code-dir``, ``--python``, ``--results-dir``, ``--keep-temp``, CPUs."""
+def bench_parser(doc: str, **options: Any) -> argparse.ArgumentParser:
+    """The common options (``--code-dir``, ``--python``, ``--results-dir``, ``--keep-temp``, CPUs), then ``options``:
+    ``name=default`` or ``name=(default, help)``, typed by the default (``False``: a flag)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--code-dir", default="", help="run the server from this source tree (before/after)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
@@ -358,11 +378,15 @@ def bench_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary directory (logs, databases)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", "--wrk-cpu", type=int, default=1)
+    for name, spec in options.items():
+        default, text = spec if isinstance(spec, tuple) else (spec, None)
+        kind = {"action": "store_true"} if default is False else {"type": type(default), "default": default}
+        parser.add_argument(f"--{name.replace('_', '-')}", help=text, **kind)  # type: ignore[arg-type]
     return parser
 
 
 def run_main(name: str, args: argparse.Namespace, measure: Callable[[Bench], dict[str, Any]],
-             report: Callable[[dict[str, Any]], None]) -> int:
+             report: Callable[[dict[str, Any]], None] = lambda document: None) -> int:
     """``measure(bench)``, ``report(document)``, then ``<results-dir>/<name>-<UTC stamp>.json``; every child is
     stopped whatever happens (Ctrl-C, SIGTERM and SIGHUP too: exit 130); a ``BenchError`` is one line (exit 1)."""
     def interrupt(signum: int, frame: Any) -> None:

@@ -1,13 +1,8 @@
-"""The public theme path against a bare twisted.web baseline replaying identical bytes (and uvicorn/Flask if installed).
-
-Scenarios: warm, 304, css, healthz (opt-in), spread (a hit spread over ``--tenants``), cold (herds on a small L1,
-without and with Redis), memory. ``--rounds`` rounds run against one long-lived process (the sustained mode of
-issue 14), ``--runs`` fresh processes; bench/README.md has the method and how to read it.
-"""
+"""The public theme path (warm, 304, css, healthz, spread, cold herds, memory) against a bare twisted.web baseline
+replaying identical bytes (uvicorn/Flask beside it when installed); ``--rounds``: the sustained mode (bench/README.md)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import shutil
@@ -16,47 +11,39 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import alt_baselines  # noqa: E402
+from baseline_server import alternatives  # noqa: E402
 from runner import (  # noqa: E402
-    LOAD_THEME, Bench, BenchError, Load, Scenario, Server, bench_parser, compare, paired_rounds, public, ratios,
-    replay_entry, run_main, scrape, summary_row, summary_table, text_table,
+    LOAD_THEME, Bench, BenchError, Load, Scenario, Server, bench_parser, compare, paired_rounds, print_table, public,
+    ratios, replay_entry, run_main, scrape, summary_row, summary_table,
 )
 
 from tests.support.http import HttpAnswer, http, raw_get  # noqa: E402
 from tests.support.metrics import sample_delta, sample_value  # noqa: E402
 from tests.support.processes import reset_peak_rss, status_kib  # noqa: E402
 
-SCENARIOS = ("warm", "304", "css", "healthz", "spread", "cold", "memory")
 TENANT_PATH = "/bench-{:05d}/api/public/load-theme"
+HERD = Load(script=Path(__file__).with_name("herd.lua"))  # each request the next tenant's load-theme (+ the count)
+PAIRED = {"warm": Scenario("warm hit", Load(LOAD_THEME)),
+          "304": Scenario("304", Load(LOAD_THEME, (("If-None-Match", "<the captured ETag>"),)), status=304),
+          "css": Scenario("theme.css", Load("/demo/api/public/theme.css")),
+          "healthz": Scenario("healthz", Load("/healthz")),
+          "spread": Scenario("spread hit", HERD, setup="all-cached")}
+SCENARIOS = (*PAIRED, "cold", "memory")
 NEVER_REWARM = "86400"  # THEME_WARM_INTERVAL of the many-tenant instances: only the start-up warm runs
 GOALS = {"warm hit": 0.90, "theme.css": 0.85, "spread hit": 0.75}  # sustained ratio to bare twisted.web (issue 14)
 P99_GOAL_MS, CREEP_GOAL_PCT, RSS_GOAL_MIB = 10.0, 5.0, 80
-
-
-def herd(args: Any) -> Load:
-    """wrk's ``herd.lua``: each request asks for the next of ``--tenants`` tenants' load-theme."""
-    return Load(script=Path(__file__).with_name("herd.lua"), script_args=(str(args.tenants),))
-
-
-def declare(args: Any) -> list[Scenario]:
-    """The selected paired scenarios (the 304's If-None-Match is filled in once the ETag is captured)."""
-    table = {"warm": Scenario("warm hit", Load(LOAD_THEME)),
-             "304": Scenario("304", Load(LOAD_THEME, (("If-None-Match", ""),)), status=304),
-             "css": Scenario("theme.css", Load("/demo/api/public/theme.css")),
-             "healthz": Scenario("healthz", Load("/healthz")),
-             "spread": Scenario("spread hit", herd(args), setup="all-cached")}
-    return [scenario for key, scenario in table.items() if key in args.scenarios]
 
 
 def capture(port: int, scenarios: list[Scenario]) -> tuple[list[Scenario], dict[str, HttpAnswer], dict[str, Any]]:
     """Each scenario's answer over a raw socket, the scenarios with the ETag filled in, and the replay spec."""
     load_theme, answers, routes = raw_get(port, LOAD_THEME), {}, {}
     etag = load_theme.header("etag") or ""
-    filled = [dataclasses.replace(s, load=dataclasses.replace(s.load, headers=(("If-None-Match", etag),)))
+    filled = [replace(s, load=replace(s.load, headers=(("If-None-Match", etag),)))
               if s.status == 304 else s for s in scenarios]
     for scenario in filled:
         path = scenario.load.path if not scenario.load.script else TENANT_PATH.format(0)
@@ -74,9 +61,10 @@ def capture(port: int, scenarios: list[Scenario]) -> tuple[list[Scenario], dict[
 
 def baselines(bench: Bench, spec: dict[str, Any], scenarios: list[Scenario],
               answers: dict[Any, HttpAnswer]) -> tuple[list[Server], dict[str, Any]]:
-    """The twisted.web baseline and the installed alternatives, each checked against tenantsvc's answers (and its
-    own answer kept in ``answers`` under (scenario, server), for the size check under load)."""
-    servers = [bench.baseline(spec)] + [bench.baseline(spec, name, argv) for name, argv in bench.alternatives.items()]
+    """The twisted.web baseline and the alternatives, each checked against tenantsvc's answers (its own answer kept
+    in ``answers`` under (scenario, server), for the size check under load)."""
+    alts = bench.args.alternatives.items()
+    servers = [bench.baseline(spec)] + [bench.baseline(spec, name, argv) for name, argv in alts]
     checks = {}
     for server in servers:
         for scenario in scenarios:
@@ -172,10 +160,9 @@ def measure(bench: Bench) -> dict[str, Any]:
     """Every selected scenario: paired rounds per set-up, then the cold herds; the document for the results file."""
     args, runs = bench.args, {}
     doc: dict[str, Any] = {"settings": vars(args) | {"pinning": bench.pin_note}, "memory": {}, "herds": {}}
-    bench.alternatives = alt_baselines.available() if args.alt_baselines else {}
     print(f"theme_bench: {','.join(args.scenarios)}; {bench.pin_note}; wrk -c{args.connections} -d{args.duration}s, "
           f"{args.runs} process(es) × {args.rounds} round(s); load average {os.getloadavg()[0]:.2f}", flush=True)
-    scenarios = declare(args)
+    scenarios = [replace(s, load=args.herd) if s.load is HERD else s for k, s in PAIRED.items() if k in args.scenarios]
     demo = [s for s in scenarios if s.setup == "demo"]
     db_file = None
     if {"spread", "memory", "cold"} & set(args.scenarios):
@@ -213,7 +200,7 @@ def measure(bench: Bench) -> dict[str, Any]:
     if "cold" in args.scenarios:
         cold_herds(bench, db_file, doc, runs)
     names = [s.name for s in scenarios] + [name for name in doc["herds"]]
-    servers = ["tenantsvc", "baseline", *bench.alternatives]
+    servers = ["tenantsvc", "baseline", *args.alternatives]
     doc["summary"] = [summary_row(n, s, runs) for n in names for s in servers if (n, s) in runs]
     doc["runs"] = {f"{n} / {s}": [public(r) for r in rs] for (n, s), rs in runs.items()}
     doc["per_round"] = {n: per_round(runs, n, args.rounds) for n in [s.name for s in scenarios]}
@@ -225,7 +212,7 @@ def cold_herds(bench: Bench, db_file: Path | None, doc: dict[str, Any], runs: di
     """Herds on instances whose L1 holds ``--herd-cache-entries``: no warm-up, once each; then their baseline."""
     from tests.support.redis_server import RedisServer
 
-    args, default, cold = bench.args, None, Scenario("cold herd", herd(bench.args))
+    args, default, cold = bench.args, None, Scenario("cold herd", bench.args.herd)
     variants = [("cold herd, no Redis", False)]
     if args.redis == "auto" and shutil.which("redis-server"):
         variants.append(("cold herd, Redis L2", True))
@@ -300,17 +287,13 @@ def report(doc: dict[str, Any]) -> None:
     m, settings = doc["machine"], doc["settings"]
     print(f"\ntheme_bench {doc['measured_at']}: {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['wrk']}, "
           f"commit {m['commit']}; wrk -c{settings['connections']} -d{settings['duration']}s; {settings['pinning']}")
-    for line in summary_table(doc["summary"]):
-        print("  " + line)
-    for name, rows in doc["per_round"].items():
-        if settings["rounds"] > 1:
-            print(f"\n  {name}, tenantsvc per round:")
-            for line in text_table(("round", "CPU µs/req", "req/s", "ratio", "CPU creep", "req/s creep"),
-                                   [(r["round"], r["cpu_us_per_request"], f"{r['requests_per_s']:.0f}", r["ratio"],
-                                     r.get("cpu_creep_pct") is not None and f"{r['cpu_creep_pct']:+.1f} %" or None,
-                                     r.get("rps_creep_pct") is not None and f"{r['rps_creep_pct']:+.1f} %" or None)
-                                    for r in rows]):
-                print("    " + line)
+    summary_table(doc["summary"])
+    for name, rows in doc["per_round"].items() if settings["rounds"] > 1 else ():
+        print(f"\n  {name}, tenantsvc per round:")
+        creep = lambda value: None if value is None else f"{value:+.1f} %"  # noqa: E731
+        print_table(("round", "CPU µs/req", "req/s", "ratio", "CPU creep", "req/s creep"),
+                    [(r["round"], r["cpu_us_per_request"], f"{r['requests_per_s']:.0f}", r["ratio"],
+                      creep(r.get("cpu_creep_pct")), creep(r.get("rps_creep_pct"))) for r in rows], indent="    ")
     for label, outcome in doc["herds"].items():
         print(f"  {label}: {outcome['db_reads']:,} DB reads (refresh_theme); answers {outcome['answers']}; L2 gets "
               f"{outcome['l2_gets']}; refreshes {outcome['refreshes']}; breaker rejections "
@@ -330,28 +313,24 @@ def report(doc: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None) -> Any:
     """Command-line options (bounded)."""
-    parser = bench_parser(__doc__)
-    parser.add_argument("--scenarios", default="warm,304,css,spread,cold,memory", help=",".join(SCENARIOS))
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measured wrk run")
-    parser.add_argument("--rounds", type=int, default=1, help="consecutive rounds against one process (sustained)")
-    parser.add_argument("--runs", type=int, default=None, help="fresh processes (default 3, or 1 with --rounds)")
-    parser.add_argument("--warmup", type=float, default=2, help="unmeasured wrk seconds before a process's first run")
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--tenants", type=int, default=10_000)
-    parser.add_argument("--seed", choices=("api", "sqlite"), default="api")
-    parser.add_argument("--seed-concurrency", type=int, default=8)
-    parser.add_argument("--herd-cache-entries", type=int, default=100)
-    parser.add_argument("--redis", choices=("auto", "off"), default="auto")
-    parser.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS", help="wait for load average < 0.5")
-    parser.add_argument("--no-alt-baselines", dest="alt_baselines", action="store_false",
-                        help="skip uvicorn+Starlette and Flask/gunicorn even when installed")
+    parser = bench_parser(
+        __doc__, scenarios=("warm,304,css,spread,cold,memory", ",".join(SCENARIOS)),
+        duration=(10.0, "seconds per measured wrk run"), rounds=(1, "consecutive rounds against one process"),
+        runs=(0, "fresh processes (default 3, or 1 with --rounds)"), connections=50, tenants=10_000,
+        warmup=(2.0, "unmeasured wrk seconds before a process's first run"), seed=("api", "api|sqlite"),
+        seed_concurrency=8, herd_cache_entries=100, redis=("auto", "auto|off"),
+        wait_quiet=(0, "wait up to SECONDS for load average < 0.5"),
+        no_alt_baselines=(False, "skip uvicorn+Starlette and Flask/gunicorn even when installed"))
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
-    if set(args.scenarios) - set(SCENARIOS) or not 1 <= args.duration <= 600 or not 1 <= args.rounds <= 100:
-        parser.error(f"--scenarios takes some of {','.join(SCENARIOS)}; --duration 1..600; --rounds 1..100")
+    if set(args.scenarios) - set(SCENARIOS) or not 1 <= args.duration <= 600 or not 1 <= args.rounds <= 100 \
+            or args.seed not in ("api", "sqlite") or args.redis not in ("auto", "off"):
+        parser.error(f"--scenarios takes some of {','.join(SCENARIOS)}; --duration 1..600; --rounds 1..100; "
+                     "--seed api|sqlite; --redis auto|off")
     if "memory" in args.scenarios and "spread" not in args.scenarios:
         args.scenarios.append("spread")  # memory "after serving every tenant" is read after the spread hit
-    args.runs = args.runs or (3 if args.rounds == 1 else 1)
+    args.runs, args.herd = args.runs or (3 if args.rounds == 1 else 1), replace(HERD, script_args=(str(args.tenants),))
+    args.alternatives = {} if args.no_alt_baselines else alternatives()
     deadline = time.monotonic() + min(args.wait_quiet, 900)
     while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:  # --wait-quiet: a quieter machine first
         time.sleep(5)
