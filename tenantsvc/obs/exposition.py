@@ -1,15 +1,17 @@
-"""``/metrics`` in the Prometheus text format, one metric family at a time.
+"""``/metrics`` in the Prometheus text format, a piece at a time.
 
 ``prometheus_client.generate_latest`` builds the whole page in memory: every sample as an object with its
 label dict, every line as a string, then the joined page and its UTF-8 copy. With 10,000 tenants (two
 per-tenant families) that is over 10 MiB of garbage per scrape, at the moment the process is busiest.
-Here each family is formatted by ``generate_latest`` itself, alone, and the page is the list of those
-chunks: the bytes are the same, and only one family's intermediate objects exist at a time.
-Families whose samples are many can make them while they are written (``LazySamples``).
+Here the page is made lazily, as the connection takes it: each family is formatted by ``generate_latest``
+itself, alone, and a family whose samples are made while written (``LazySamples``, the per-tenant ones)
+in slices of ``SLICE_SAMPLES``, its ``# HELP`` and ``# TYPE`` lines with the first. The bytes are the same.
 """
 
 from __future__ import annotations
 
+import copy
+from itertools import islice
 from typing import Any, Callable, Iterable, Iterator
 
 from prometheus_client import generate_latest
@@ -28,9 +30,32 @@ class _OneFamily:
         yield self._family
 
 
-def exposition_chunks(registry: Collector) -> list[bytes]:
-    """The text exposition of ``registry``, one chunk per metric family (``b"".join`` is ``generate_latest``'s)."""
-    return [generate_latest(_OneFamily(family)) for family in registry.collect()]  # type: ignore[arg-type]
+SLICE_SAMPLES = 1000
+
+
+def exposition_chunks(registry: Collector, slice_samples: int = SLICE_SAMPLES) -> Iterator[bytes]:
+    """The text exposition of ``registry`` in pieces, made as they are asked for (``b"".join`` of them is
+    ``generate_latest(registry)``)."""
+    for family in registry.collect():
+        if not isinstance(family.samples, LazySamples):
+            yield _formatted(family)
+            continue
+        samples = iter(family.samples)
+        piece = list(islice(samples, slice_samples))
+        yield _formatted(_with_samples(family, piece))  # with the family's HELP and TYPE lines
+        while piece := list(islice(samples, slice_samples)):
+            yield _formatted(_with_samples(family, piece)).split(b"\n", 2)[2]  # without them
+
+
+def _formatted(family: Any) -> bytes:
+    return generate_latest(_OneFamily(family))  # type: ignore[arg-type]
+
+
+def _with_samples(family: Any, samples: list[Sample]) -> Any:
+    """``family`` with ``samples`` in place of its own."""
+    part = copy.copy(family)
+    part.samples = samples
+    return part
 
 
 class LazySamples:

@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from twisted.web.server import NOT_DONE_YET
 
 from tenantsvc.core.clock import iso_utc_seconds
 from tenantsvc.core.request_classes import OPERATIONAL
 from tenantsvc.obs.exposition import exposition_chunks
 from tenantsvc.web.bearer import BearerToken
 from tenantsvc.web.errors import ApiError, json_bytes, respond_json
-from tenantsvc.web.plain import Handler, finish_later
+from tenantsvc.web.plain import Handler, finish_later, stream
 
 NO_STORE = "no-store"
 
@@ -113,12 +112,7 @@ def operational_handlers(
         authorize(request)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", NO_STORE.encode("ascii"))
-        chunks = exposition_chunks(registry)
-        request.setHeader(b"Content-Length", b"%d" % sum(map(len, chunks)))
-        for chunk in chunks:
-            request.write(chunk)
-        request.finish()
-        return NOT_DONE_YET
+        return stream(request, exposition_chunks(registry))
 
     def health(request: Any, segments: list[bytes]) -> Any:
         if segments[1:] != [b"detailed"]:

@@ -241,3 +241,56 @@ def test_health_probe_cache_seconds_zero_probes_on_every_request(make_harness):
     for _ in range(3):
         harness.get("/health/detailed")
     assert harness.pool.interactions - before == 3
+
+
+class PausingRequest:
+    """A request whose connection takes one write, then pauses its producer until the test resumes it."""
+
+    def __init__(self):
+        self.written, self.producer, self.finished, self._disconnected = [], None, False, False
+
+    def registerProducer(self, producer, streaming):  # noqa: N802 - Twisted's name
+        assert streaming and self.producer is None
+        self.producer = producer
+
+    def unregisterProducer(self):  # noqa: N802 - Twisted's name
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+        self.producer.pauseProducing()
+
+    def finish(self):
+        self.finished = True
+
+
+def test_a_streamed_body_makes_each_piece_only_when_the_connection_took_the_last():
+    from tenantsvc.web.plain import stream
+
+    made = []
+
+    def pieces():
+        for n in range(3):
+            made.append(n)
+            yield b"piece %d\n" % n
+
+    request = PausingRequest()
+    stream(request, pieces())
+    assert made == [0] and request.written == [b"piece 0\n"]  # paused after the first write
+    request.producer.resumeProducing()
+    assert made == [0, 1]
+    request.producer.resumeProducing()
+    request.producer.resumeProducing()
+    assert b"".join(request.written) == b"piece 0\npiece 1\npiece 2\n"
+    assert request.finished and request.producer is None
+
+
+def test_a_streamed_body_stops_when_the_client_goes_away():
+    from tenantsvc.web.plain import stream
+
+    request = PausingRequest()
+    stream(request, iter([b"a", b"b"]))
+    request.producer.stopProducing()
+    producer = request.producer
+    producer.resumeProducing()
+    assert request.written == [b"a"] and not request.finished
