@@ -36,7 +36,6 @@ from tenantsvc.obs.metrics import Metrics, zero
 
 ALLOWED, LIMITED, FAIL_OPEN = "allowed", "limited", "fail_open"
 NO_SCOPE = "none"  # the scope label of an admission: no level refused
-MAX_REMEMBERED_POLICIES = 64  # a service has one policy per endpoint class and one for login
 DEFAULT_MAX_KEYS = 100_000
 
 FAIL_OPEN_STARTED = MessageType(
@@ -95,8 +94,7 @@ class LocalRateLimiter:
         self._max_keys = max_keys
         self._metrics = metrics
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()  # least recently used first
-        # The allowed-decisions counter series of each policy, by id (hashing a policy costs more than counting).
-        self._admitted: dict[int, tuple[RateLimitPolicy, Any]] = {}
+        self._admitted: dict[str, Any] = {}  # the allowed-decisions counter series of each endpoint class
 
     def __len__(self) -> int:
         """Buckets currently remembered."""
@@ -114,14 +112,12 @@ class LocalRateLimiter:
         else:
             decision = self._check_stack(keys, policy, n)
         if self._metrics is not None:
-            if decision.allowed:  # the usual case: one counter per policy, found without building labels
-                known = self._admitted.get(id(policy))
-                if known is None or known[0] is not policy:
-                    if len(self._admitted) >= MAX_REMEMBERED_POLICIES:
-                        self._admitted.clear()
-                    known = self._admitted[id(policy)] = (
-                        policy, self._metrics.rate_limit_counter(policy.endpoint_class, ALLOWED, NO_SCOPE))
-                known[1].value += 1
+            if decision.allowed:  # the usual case: one series per endpoint class, found without building labels
+                admitted = self._admitted.get(policy.endpoint_class)
+                if admitted is None:
+                    admitted = self._admitted[policy.endpoint_class] = self._metrics.rate_limit_counter(
+                        policy.endpoint_class, ALLOWED, NO_SCOPE)
+                admitted.value += 1
             else:
                 self._metrics.record_rate_limit(policy.endpoint_class, LIMITED, scope_of(decision, policy))
         return decision

@@ -20,6 +20,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import _IEncodingResource
 from twisted.web.server import Request, version as SERVER_VERSION
 
+from tenantsvc.core.bounded_memo import BoundedMemo
+
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 HeaderPairs = Iterable[tuple[bytes, bytes]]
 
@@ -80,29 +82,15 @@ class HttpDate:
 
 http_date = HttpDate()
 SERVER, DATE, CONTENT_LENGTH = (canonical_header(name) for name in (b"Server", b"Date", b"Content-Length"))
-_STATUS_LINES: dict[tuple[bytes, int], bytes] = {}
-_LENGTH_LINES: dict[int, bytes] = {}
-MAX_MEMOISED_LINES = 4096
-
-
-def _status_line(version: bytes, code: int) -> bytes:
-    """``HTTP/1.1 200 OK\\r\\n`` (memoised per version and code; bounded)."""
-    line = _STATUS_LINES.get((version, code))
-    if line is None:
-        if len(_STATUS_LINES) >= MAX_MEMOISED_LINES:
-            _STATUS_LINES.clear()
-        line = _STATUS_LINES[(version, code)] = b"%s %d %s\r\n" % (version, code, RESPONSES.get(code, b"Unknown Status"))
-    return line
+# ``HTTP/1.1 200 OK\r\n`` per (version, code), and ``Content-Length: <size>\r\n`` per size.
+_STATUS_LINES: BoundedMemo[tuple[bytes, int], bytes] = BoundedMemo(
+    lambda key: b"%s %d %s\r\n" % (key[0], key[1], RESPONSES.get(key[1], b"Unknown Status")))
+_LENGTH_LINES: BoundedMemo[int, bytes] = BoundedMemo(lambda size: b"%s: %d\r\n" % (CONTENT_LENGTH, size))
 
 
 def content_length_line(size: int) -> bytes:
     """``Content-Length: <size>\\r\\n`` (memoised: answers come in few sizes; bounded all the same)."""
-    line = _LENGTH_LINES.get(size)
-    if line is None:
-        if len(_LENGTH_LINES) >= MAX_MEMOISED_LINES:
-            _LENGTH_LINES.clear()
-        line = _LENGTH_LINES[size] = b"%s: %d\r\n" % (CONTENT_LENGTH, size)
-    return line
+    return _LENGTH_LINES[size]
 
 
 def request_header(request: Any, name: bytes) -> bytes | None:
@@ -195,7 +183,7 @@ class TenantRequest(Request):
             return
         self.code, self.code_message = code, RESPONSES.get(code, b"Unknown Status")
         self.startedWriting = 1
-        parts = [_status_line(self.clientproto, code)]
+        parts = [_STATUS_LINES[(self.clientproto, code)]]
         for name, values in self.responseHeaders._rawHeaders.items():
             for value in values:
                 parts += (name, b": ", value, b"\r\n")
