@@ -1,15 +1,17 @@
 """Loopback HTTP clients that behave like attackers or like careful keep-alive clients (issue 11).
 
-Shared by ``tests/e2e/test_http_edge.py`` and ``bench/hostile_clients.py``: raw sockets that pipeline and
-never read, drip a request head, or send oversized heads; a keep-alive client that tells a clean refusal
-(a NEW connection refused once the listener is closed) from a cut (reset or disconnect with a request
-outstanding); a ``/readyz`` poller recording each change of answer. Every call has a timeout.
+Used by ``tests/e2e/test_http_edge.py`` (quick, and at full scale under ``-m load``): raw sockets that
+pipeline and never read, drip a request head, or send oversized heads; a keep-alive client that tells a clean
+refusal (a NEW connection refused once the listener is closed) from a cut (reset or disconnect with a request
+outstanding); a ``/readyz`` poller recording each change of answer; a ``/healthz`` prober timing each answer
+during an attack. Every call has a timeout.
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import statistics
 import threading
 import time
 
@@ -141,3 +143,27 @@ class ReadinessWatcher(threading.Thread):
     def sequence(self) -> list[str]:
         """The answers in the order they changed (e.g. ``["200", "503", "refused"]``)."""
         return [state for _, state in self.changes]
+
+
+class HealthzProbe(threading.Thread):
+    """``healthz_ms`` on a new connection every ``interval_s`` until ``stop``; ``figures()`` sums them up."""
+
+    def __init__(self, port: int, stop: threading.Event, interval_s: float):
+        super().__init__(daemon=True)
+        self._port, self._stop_event, self._interval_s = port, stop, interval_s
+        self.latencies_ms: list[float | None] = []
+
+    def run(self) -> None:
+        """Probe until stopped."""
+        while not self._stop_event.wait(self._interval_s):
+            self.latencies_ms.append(healthz_ms(self._port))
+
+    def figures(self) -> str:
+        """Probes, failures, and the median, p99 and max latency of the answered ones."""
+        answered = sorted(v for v in self.latencies_ms if v is not None)
+        failed = len(self.latencies_ms) - len(answered)
+        if not answered:
+            return f"{len(self.latencies_ms)} /healthz probes, {failed} failed"
+        p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))]
+        return (f"{len(self.latencies_ms)} /healthz probes, {failed} failed, median "
+                f"{statistics.median(answered):.1f} ms, p99 {p99:.1f} ms, max {answered[-1]:.1f} ms")
