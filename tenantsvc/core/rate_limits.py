@@ -38,7 +38,7 @@ AUTH_CLIENT, WRITE_CLIENT, READ_CLIENT = "auth_client", "write_client", "read_cl
 LOGIN_USER = "login_user"  # login per (username, client)
 BUCKET_NAMES = (PUBLIC, AUTH, WRITE, READ, AUTH_CLIENT, WRITE_CLIENT, READ_CLIENT, LOGIN_USER)
 CLIENT_BUCKETS = {AUTH: AUTH_CLIENT, WRITE: WRITE_CLIENT, READ: READ_CLIENT}
-# Sized from the 20-player workload of bench/players_bench.py (about 0.6 reads/s per player, page loads
+# Sized from the 20-player workload of tests/support/player_traffic.py (about 0.6 reads/s per player, page loads
 # in bursts of a few requests) with room for tenants a hundred times larger: the client buckets are what
 # stops one client, the tenant ceilings only a whole tenant's flood.
 DEFAULT_BUCKETS = {

@@ -2,7 +2,8 @@
 in-process limiter and with the fleet-wide one on a throwaway Redis: one client's odds flood is limited and never
 makes another client's ``/me`` answer 429; 150 bad logins from 5 addresses leave the real player's login from a
 6th address alone while the attacker addresses are limited; 20 players with a short think time see no 429 at all
-while an abusive client is limited (``bench/players_bench.py`` for a few seconds; the bench reports the long run).
+while an abusive client is limited (``tests.support.player_traffic``: a few seconds on every run, the README's
+figures under ``-m load``).
 
 Each client connects from its own loopback address (every 127.x.y.z is a distinct socket peer on Linux).
 Counts are bounded and nothing here asserts a wall time.
@@ -13,15 +14,13 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.support.tenantsvc_process import REPO_ROOT, TenantsvcProcess, service_env
+from tests.support.player_traffic import MIX, PHASES, PlayerTraffic
+from tests.support.tenantsvc_process import TenantsvcProcess, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -137,22 +136,24 @@ def test_bad_logins_from_five_addresses_leave_the_real_players_login_from_a_sixt
     assert headers["set-cookie"].startswith("tsid=")
 
 
-def test_twenty_players_see_no_429_while_an_abusive_client_is_limited(tmp_path, limiter_env):
-    """``bench/players_bench.py`` for 4 s per phase at a quarter of its think time: more reads (about 150 a
-    phase) than the old tenant-wide default (100, then 2/s) let through, each player from its own address."""
-    command = [sys.executable, str(REPO_ROOT / "bench" / "players_bench.py"), "--duration", "4", "--think", "0.5",
-               "--players", "20", "--results-dir", str(tmp_path)]
-    if limiter_env:
-        command += ["--redis-url", limiter_env["REDIS_URL"]]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    (result,) = Path(tmp_path).glob("players-bench-*.json")
-    phases = json.loads(result.read_text())["phases"]
-    for phase in ("players", "flood"):
-        for kind in ("odds", "me", "bets", "bet"):
-            row = phases[phase][kind]
-            assert set(row["statuses"]) <= {"200", "201"}, (phase, kind, row)
+@pytest.mark.parametrize("phase_s, think_s", [(4.0, 0.5), pytest.param(60.0, 2.0, marks=pytest.mark.load)],
+                         ids=["quick", "full"])
+def test_twenty_players_see_no_429_while_an_abusive_client_is_limited(service, limiter_env, phase_s, think_s):
+    """``quick``: 4 s per phase at a quarter of the think time, more reads (about 150 a phase) than the old
+    tenant-wide default (100, then 2/s) let through. ``full`` (``-m load``, about 2.5 min): the README's figures."""
+    phases = PlayerTraffic(service.port, players=20, think_s=think_s).run(phase_s)
+    print(f"\nFIGURES 20 players, think {think_s:g} s, {phase_s:g} s per phase, "
+          f"{'Redis' if limiter_env else 'in-process'} limiter:")
+    for phase, kinds in phases.items():
+        for kind, row in kinds.items():
+            if row["n"]:
+                print(f"  {phase:<8} {kind:<7} n {row['n']:>6} ({row['n'] / phase_s:7.1f}/s)  429 "
+                      f"{row['rate_limited_percent']:5.1f} %  median {row['median_ms']:5.1f} ms  p99 "
+                      f"{row['p99_ms']:6.1f} ms  {row['statuses']}")
+    for phase in PHASES:
+        for kind in MIX:
+            assert set(phases[phase][kind]["statuses"]) <= {"200", "201"}, (phase, kind, phases[phase][kind])
         reads = sum(phases[phase][kind]["n"] for kind in ("odds", "me", "bets"))
-        assert reads > 100 + 2 * 4, f"too few reads ({reads}) to show the old tenant-wide limit would refuse"
+        assert reads > 100 + 2 * phase_s, f"too few reads ({reads}) to show the old tenant-wide limit would refuse"
     abuser = phases["flood"]["abuser"]
     assert abuser["rate_limited_percent"] > 50 and set(abuser["statuses"]) == {"200", "429"}, abuser
