@@ -3,7 +3,7 @@
 50 concurrent clients send 1,000 requests; the database ``SELECT 1`` (the service's own
 ``db_interactions_total{name="health_check"}``) and the Redis ``PING`` (counted by redis-server itself,
 ``INFO commandstats``) run at most once per ``HEALTH_PROBE_CACHE_SECONDS`` (2 s here) plus the one in flight
-at the start, whatever the rate. Without the cache each request made one of each (bench/health_probe_burst.py:
+at the start, whatever the rate. Without the cache each request made one of each (the former bench script:
 10,233 of each in 10 s at 50 connections before this change).
 """
 
