@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,17 +105,12 @@ def parse_wrk(text: str) -> WrkResult:
         raise BenchError(f"cannot parse wrk output:\n{text}")
     rps, p50, p99, total = found  # type: ignore[misc]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     count = int(total.group(1))
     size = float(total.group(2)) * 1024 ** "BKMGT".index(total.group(3)[0]) if count else 0.0
-    return WrkResult(float(rps.group(1)), ms(p50.group(1)), ms(p99.group(1)), count,
-                     sum(socket_errors(text).values()) + (int(non_2xx.group(1)) if non_2xx else 0),
+    errors = sum(map(int, socket_errors.groups() if socket_errors else ())) + int(non_2xx.group(1) if non_2xx else 0)
+    return WrkResult(float(rps.group(1)), ms(p50.group(1)), ms(p99.group(1)), count, errors,
                      round(size / count, 1) if count else None, raw=text)
-
-
-def socket_errors(text: str) -> dict[str, int]:
-    """wrk's socket errors by kind (connect, read, write, timeout); {} when it reported none."""
-    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    return dict(zip(("connect", "read", "write", "timeout"), map(int, found.groups()))) if found else {}
 
 
 def tree_ticks(pid: int) -> int:
@@ -161,8 +155,8 @@ def pinning(server_cpu: int, load_cpu: int) -> tuple[list[str], list[str], str]:
 
 
 def ensure_wrk() -> str:
-    """The path of ``wrk`` (``./scripts/run`` installs it; nothing is fetched at run time)."""
-    return shutil.which("wrk") or sys.exit("wrk is missing: ./scripts/run installs it (apt-get install wrk)")
+    """The path of ``wrk`` (``scripts/setup`` installs it; nothing is fetched at run time)."""
+    return shutil.which("wrk") or sys.exit("wrk is missing: scripts/setup installs it (apt-get install wrk)")
 
 
 def tenantsvc_env(log_file: Path, code_dir: str = "", **extra: str) -> dict[str, str]:
@@ -223,10 +217,9 @@ class Bench:
                     raise BenchError(f"{name} did not start: {(self.workdir / f'{name}.out').read_text()[-2000:]}")
                 time.sleep(0.1)
 
-    def wrk(self, server: Server, load: Load, duration_s: float, connections: int | None = None,
-            threads: int = 1) -> WrkResult:
+    def wrk(self, server: Server, load: Load, duration_s: float) -> WrkResult:
         """wrk against ``server`` for ``duration_s``, pinned to the load CPU; the server's CPU and other CPU around it."""
-        argv = [*self.load_pin, ensure_wrk(), f"-t{threads}", f"-c{connections or self.args.connections}",
+        argv = [*self.load_pin, ensure_wrk(), "-t1", f"-c{self.args.connections}",
                 f"-d{duration_s:g}s", "--latency", *[a for k, v in load.headers for a in ("-H", f"{k}: {v}")],
                 *(["-s", str(load.script)] if load.script else []), f"http://127.0.0.1:{server.port}{load.path}",
                 *(["--", *load.script_args] if load.script_args else [])]
@@ -253,11 +246,11 @@ class Bench:
         return result
 
     def measure(self, server: Server, scenario: Scenario, label: str, expected: HttpAnswer | None = None,
-                warmup_s: float = 0, **wrk: Any) -> WrkResult:
+                warmup_s: float = 0) -> WrkResult:
         """An unmeasured warm-up, then the measured wrk run; one printed line, flagging errors and other answers."""
         if warmup_s:
-            self.wrk(server, scenario.load, warmup_s, **wrk)
-        result = self.wrk(server, scenario.load, self.args.duration, **wrk)
+            self.wrk(server, scenario.load, warmup_s)
+        result = self.wrk(server, scenario.load, self.args.duration)
         flags = f"  [!] {result.errors} errors" if result.errors else ""
         if expected and result.bytes_per_response and abs(result.bytes_per_response - keep_alive_size(expected)) > \
                 0.01 * keep_alive_size(expected):
@@ -304,36 +297,14 @@ def summary_row(scenario: str, server: str, runs: dict[tuple[str, str], list[Wrk
             "errors": sum(r.errors for r in results), "other_cpu_pct": max(r.other_cpu_pct or 0 for r in results)}
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> list[str]:
-    """Aligned lines with a rule under ``header``: the first ``left`` columns flush left, the rest right."""
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, indent: str = "  ") -> None:
+    """Aligned lines with a rule under ``header``, indented: the first ``left`` columns flush left, the rest right."""
     cells = [[str(c) for c in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
              for line in cells]
-    return [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, indent: str = "  ") -> None:
-    """``text_table``, printed with each line indented."""
-    for line in text_table(header, rows, left):
+    for line in [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]:
         print(indent + line)
-
-
-def answer_figures(answers: Sequence[tuple[int, float]]) -> dict[str, Any]:
-    """Count, statuses, share answered 429, median, p99 and max latency (ms) of (status, seconds) pairs."""
-    if not answers:
-        return {"n": 0}
-    statuses, ordered = Counter(str(s) for s, _ in answers), sorted(t * 1000 for _, t in answers)
-    return {"n": len(answers), "statuses": dict(sorted(statuses.items())),
-            "rate_limited_percent": round(100 * statuses["429"] / len(answers), 1), **latency_ms(ordered)}
-
-
-def latency_ms(values: Sequence[float]) -> dict[str, float]:
-    """Median, p99 and max of ``values`` (ms), to 0.1 ms; {} for none."""
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
-    return {"median_ms": round(statistics.median(ordered), 1), "p99_ms": round(p99, 1),
-            "max_ms": round(ordered[-1], 1)} if ordered else {}
 
 
 def summary_table(rows: list[dict[str, Any]]) -> None:

@@ -4,13 +4,11 @@ replaying identical bytes (uvicorn/Flask beside it when installed); ``--rounds``
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import sqlite3
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ from runner import (  # noqa: E402
     ratios, replay_entry, run_main, scrape, summary_row, summary_table,
 )
 
-from tests.support.http import HttpAnswer, http, raw_get  # noqa: E402
-from tests.support.metrics import sample_delta, sample_value  # noqa: E402
+from tests.support.http import HttpAnswer, raw_get  # noqa: E402
+from tests.support.metrics import sample_delta  # noqa: E402
 from tests.support.processes import reset_peak_rss, status_kib  # noqa: E402
 
 TENANT_PATH = "/bench-{:05d}/api/public/load-theme"
@@ -82,52 +80,25 @@ def baselines(bench: Bench, spec: dict[str, Any], scenarios: list[Scenario],
 
 
 def seed(bench: Bench) -> tuple[Path, dict[str, Any]]:
-    """A SQLite database with ``--tenants`` tenants of fixed-length themes (admin API or direct rows) plus demo."""
-    args, token, started = bench.args, secrets.token_urlsafe(24), time.monotonic()
-    server = bench.tenantsvc("seeded", ADMIN_TOKEN=token)
-    theme = lambda i: {"primaryColor": f"#{(i * 2654435761) & 0xFFFFFF:06X}",  # noqa: E731
-                       "sportsbookName": f"Bench Sportsbook {i:05d}"}
-    retries = 0
-    if args.seed == "api":
-        def call(method: str, path: str, body: dict[str, Any]) -> None:
-            nonlocal retries
-            for attempt in range(9):
-                try:
-                    status = http(method, f"http://127.0.0.1:{server.port}{path}", json_body=body, timeout_s=30,
-                                  headers={"Authorization": f"Bearer {token}"}).status
-                except OSError:
-                    status = 0
-                if status in (200, 201) or (status == 409 and attempt):
-                    return
-                if 0 < status < 500:
-                    raise BenchError(f"admin API answered {status} to {method} {path}")
-                retries += 1
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-            raise BenchError(f"{method} {path} kept failing")
-
-        def one(i: int) -> None:
-            call("POST", "/admin/api/tenants", {"slug": f"bench-{i:05d}", "name": f"Bench Tenant {i:05d}"})
-            call("PUT", f"/admin/api/tenants/bench-{i:05d}/theme", theme(i))
-
-        with ThreadPoolExecutor(args.seed_concurrency) as pool:
-            list(pool.map(one, range(args.tenants)))
-    bench.stop(server)
+    """A SQLite database with ``--tenants`` tenants ``bench-00000…`` plus demo: the demo's theme rows copied, each
+    with its own colour and name of fixed length."""
+    args, started = bench.args, time.monotonic()
+    bench.stop(bench.tenantsvc("seeded"))  # the migrated database with the demo tenant
     db_file = bench.workdir / "seeded" / "var" / "tenantsvc.sqlite3"
-    if args.seed == "sqlite":
-        with sqlite3.connect(db_file) as db:
-            db.row_factory = sqlite3.Row
-            demo = db.execute("SELECT th.* FROM themes th JOIN tenants t ON t.id = th.tenant_id WHERE t.slug = 'demo'"
-                              ).fetchone()
-            columns = [c for c in demo.keys() if c not in ("tenant_id", "updated_at")]
-            for i in range(args.tenants):
-                tenant_id = db.execute("INSERT INTO tenants (slug, name) VALUES (?, ?)",
-                                       (f"bench-{i:05d}", f"Bench Tenant {i:05d}")).lastrowid
-                own = {"primary_color": theme(i)["primaryColor"], "sportsbook_name": theme(i)["sportsbookName"]}
-                db.execute(f"INSERT INTO themes (tenant_id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
-                           (tenant_id, *(own.get(c, demo[c]) for c in columns)))
+    with sqlite3.connect(db_file) as db:
+        db.row_factory = sqlite3.Row
+        demo = db.execute("SELECT th.* FROM themes th JOIN tenants t ON t.id = th.tenant_id WHERE t.slug = 'demo'"
+                          ).fetchone()
+        columns = [c for c in demo.keys() if c not in ("tenant_id", "updated_at")]
+        for i in range(args.tenants):
+            tenant_id = db.execute("INSERT INTO tenants (slug, name) VALUES (?, ?)",
+                                   (f"bench-{i:05d}", f"Bench Tenant {i:05d}")).lastrowid
+            own = {"primary_color": f"#{(i * 2654435761) & 0xFFFFFF:06X}", "sportsbook_name": f"Bench Sportsbook {i:05d}"}
+            db.execute(f"INSERT INTO themes (tenant_id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
+                       (tenant_id, *(own.get(c, demo[c]) for c in columns)))
     seconds = round(time.monotonic() - started, 1)
-    print(f"created {args.tenants:,} tenants ({args.seed}) in {seconds} s, {retries} retries", flush=True)
-    return db_file, {"method": args.seed, "seconds": seconds, "retries": retries}
+    print(f"created {args.tenants:,} tenants in {seconds} s", flush=True)
+    return db_file, {"seconds": seconds}
 
 
 def many_tenants(bench: Bench, db_file: Path, name: str, cache_entries: int, **env: str) -> tuple[Server, dict]:
@@ -166,7 +137,6 @@ def measure(bench: Bench) -> dict[str, Any]:
     print(f"theme_bench: {','.join(args.scenarios)}; {bench.pin_note}; wrk -c{args.connections} -d{args.duration}s, "
           f"{args.runs} process(es) × {args.rounds} round(s); load average {os.getloadavg()[0]:.2f}", flush=True)
     scenarios = [replace(s, load=args.herd) if s.load is HERD else s for k, s in PAIRED.items() if k in args.scenarios]
-    demo = [s for s in scenarios if s.setup == "demo"]
     db_file = None
     if {"spread", "memory", "cold"} & set(args.scenarios):
         if "memory" in args.scenarios:
@@ -332,23 +302,18 @@ def parse_args(argv: list[str] | None) -> Any:
         __doc__, scenarios=("warm,304,css,spread,cold,memory", ",".join(SCENARIOS)),
         duration=(10.0, "seconds per measured wrk run"), rounds=(1, "consecutive rounds against one process"),
         runs=(0, "fresh processes (default 3, or 1 with --rounds)"), connections=50, tenants=10_000,
-        warmup=(2.0, "unmeasured wrk seconds before a process's first run"), seed=("api", "api|sqlite"),
-        seed_concurrency=8, herd_cache_entries=100, redis=("auto", "auto|off"),
-        wait_quiet=(0, "wait up to SECONDS for load average < 0.5"),
-        no_alt_baselines=(False, "skip uvicorn+Starlette and Flask/gunicorn even when installed"))
+        warmup=(2.0, "unmeasured wrk seconds before a process's first run"), herd_cache_entries=100,
+        redis=("auto", "auto|off"), no_alt_baselines=(False, "skip uvicorn+Starlette and Flask/gunicorn even when installed"))
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     if set(args.scenarios) - set(SCENARIOS) or not 1 <= args.duration <= 600 or not 1 <= args.rounds <= 100 \
-            or args.seed not in ("api", "sqlite") or args.redis not in ("auto", "off"):
+            or args.redis not in ("auto", "off"):
         parser.error(f"--scenarios takes some of {','.join(SCENARIOS)}; --duration 1..600; --rounds 1..100; "
-                     "--seed api|sqlite; --redis auto|off")
+                     "--redis auto|off")
     if "memory" in args.scenarios and "spread" not in args.scenarios:
         args.scenarios.append("spread")  # memory "after serving every tenant" is read after the spread hit
     args.runs, args.herd = args.runs or (3 if args.rounds == 1 else 1), replace(HERD, script_args=(str(args.tenants),))
     args.alternatives = {} if args.no_alt_baselines else alternatives()
-    deadline = time.monotonic() + min(args.wait_quiet, 900)
-    while os.getloadavg()[0] >= 0.5 and time.monotonic() < deadline:  # --wait-quiet: a quieter machine first
-        time.sleep(5)
     return args
 
 
