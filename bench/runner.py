@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.figures import wrk_socket_errors  # noqa: E402
 from tests.support.http import HttpAnswer, raw_get  # noqa: E402
 from tests.support.metrics import scraped_samples  # noqa: E402
 from tests.support.processes import ChildProcesses, cpu_ticks, descendants, free_port  # noqa: E402
@@ -105,10 +106,9 @@ def parse_wrk(text: str) -> WrkResult:
         raise BenchError(f"cannot parse wrk output:\n{text}")
     rps, p50, p99, total = found  # type: ignore[misc]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     count = int(total.group(1))
     size = float(total.group(2)) * 1024 ** "BKMGT".index(total.group(3)[0]) if count else 0.0
-    errors = sum(map(int, socket_errors.groups() if socket_errors else ())) + int(non_2xx.group(1) if non_2xx else 0)
+    errors = sum(wrk_socket_errors(text).values()) + int(non_2xx.group(1) if non_2xx else 0)
     return WrkResult(float(rps.group(1)), ms(p50.group(1)), ms(p99.group(1)), count, errors,
                      round(size / count, 1) if count else None, raw=text)
 

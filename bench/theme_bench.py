@@ -93,7 +93,8 @@ def seed(bench: Bench) -> tuple[Path, dict[str, Any]]:
         for i in range(args.tenants):
             tenant_id = db.execute("INSERT INTO tenants (slug, name) VALUES (?, ?)",
                                    (f"bench-{i:05d}", f"Bench Tenant {i:05d}")).lastrowid
-            own = {"primary_color": f"#{(i * 2654435761) & 0xFFFFFF:06X}", "sportsbook_name": f"Bench Sportsbook {i:05d}"}
+            own = {"primary_color": f"#{(i * 2654435761) & 0xFFFFFF:06X}",
+                   "sportsbook_name": f"Bench Sportsbook {i:05d}"}
             db.execute(f"INSERT INTO themes (tenant_id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
                        (tenant_id, *(own.get(c, demo[c]) for c in columns)))
     seconds = round(time.monotonic() - started, 1)
@@ -303,7 +304,8 @@ def parse_args(argv: list[str] | None) -> Any:
         duration=(10.0, "seconds per measured wrk run"), rounds=(1, "consecutive rounds against one process"),
         runs=(0, "fresh processes (default 3, or 1 with --rounds)"), connections=50, tenants=10_000,
         warmup=(2.0, "unmeasured wrk seconds before a process's first run"), herd_cache_entries=100,
-        redis=("auto", "auto|off"), no_alt_baselines=(False, "skip uvicorn+Starlette and Flask/gunicorn even when installed"))
+        redis=("auto", "auto|off"),
+        no_alt_baselines=(False, "skip uvicorn+Starlette and Flask/gunicorn even when installed"))
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     if set(args.scenarios) - set(SCENARIOS) or not 1 <= args.duration <= 600 or not 1 <= args.rounds <= 100 \

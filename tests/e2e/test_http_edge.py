@@ -13,7 +13,6 @@ Each test prints a ``FIGURES`` line (``-s``).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import socket
@@ -28,6 +27,7 @@ from tests.support.tenantsvc_process import TenantsvcProcess, http, service_env
 from tests.support.hostile_clients import (
     HealthzProbe, KeepAliveClient, ReadinessWatcher, answer_to, connect, healthz_ms, peer_closed, pipelined_gets,
 )
+from tests.support.figures import wrk_socket_errors
 from tests.support.metrics import scraped_total
 from tests.support.processes import wait_until
 
@@ -200,7 +200,7 @@ def test_sigterm_drain_shows_503_then_refuses_and_no_keep_alive_request_is_cut(s
         assert client.outcomes["closes_announced"] >= 1  # the drain told it to close
     drained = [m for m in service.messages() if m.get("message_type") == "tenantsvc:web:drained"]
     assert drained and drained[0]["aborted_connections"] == 0
-    wrk_errors = wrk_socket_errors(wrk) if wrk else {}
+    wrk_errors = wrk_socket_errors(wrk.communicate(timeout=60)[0]) if wrk else {}
     assert wrk_errors.get("read", 0) == 0, f"wrk saw answers cut: {wrk_errors}"
     beside = f" and wrk -c{scale.wrk_connections}" if wrk else ""
     answered = sum(c.outcomes["ok"] for c in clients)
@@ -208,7 +208,7 @@ def test_sigterm_drain_shows_503_then_refuses_and_no_keep_alive_request_is_cut(s
     print(f"\nFIGURES SIGTERM with {len(clients)} keep-alive clients{beside}, DRAIN_PRESTOP_DELAY "
           f"{scale.prestop_s:g} s: /readyz 503 after {became_503 - sigterm_at:.2f} s, refused after "
           f"{refused - sigterm_at:.2f} s; exit 0 after {exited_after_s:.2f} s; {answered} full answers ({announced} "
-          f"with Connection: close), 0 cut; wrk socket errors {wrk_errors or 'none'} (a write error: a refused connect)")
+          f"with Connection: close), 0 cut; wrk socket errors {wrk_errors or 'none'} (write: a refused connect)")
 
 
 def wrk_on_healthz(port: int, scale: Scale) -> subprocess.Popen:
@@ -220,11 +220,6 @@ def wrk_on_healthz(port: int, scale: Scale) -> subprocess.Popen:
                             text=True)
 
 
-def wrk_socket_errors(wrk: subprocess.Popen) -> dict[str, int]:
-    """wrk's socket errors by kind, once it has finished (bounded wait); {} when it reported none."""
-    text, _ = wrk.communicate(timeout=60)
-    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    return dict(zip(("connect", "read", "write", "timeout"), map(int, found.groups()))) if found else {}
 
 
 def test_a_bad_edge_setting_stops_start_up_with_one_clear_line(tmp_path):

@@ -15,6 +15,8 @@ import statistics
 import threading
 import time
 
+from tests.support.figures import quantile
+
 
 def connect(port: int, timeout_s: float = 5.0) -> socket.socket:
     """A new loopback connection to ``port``."""
@@ -164,6 +166,5 @@ class HealthzProbe(threading.Thread):
         failed = len(self.latencies_ms) - len(answered)
         if not answered:
             return f"{len(self.latencies_ms)} /healthz probes, {failed} failed"
-        p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))]
-        return (f"{len(self.latencies_ms)} /healthz probes, {failed} failed, median "
-                f"{statistics.median(answered):.1f} ms, p99 {p99:.1f} ms, max {answered[-1]:.1f} ms")
+        return (f"{len(self.latencies_ms)} /healthz probes, {failed} failed, median {statistics.median(answered):.1f}"
+                f" ms, p99 {quantile(answered, 0.99):.1f} ms, max {answered[-1]:.1f} ms")

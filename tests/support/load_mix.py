@@ -20,16 +20,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from tests.support.figures import quantile
 from tests.support.http import http
 
 KINDS = ("theme", "read", "credit", "theme_put")
 PASSWORD = "load-check-password"
-
-
-def quantile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank quantile, or None for no values."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))] if ordered else None
 
 
 def seed(base_url: str, token: str, tenants: int, users: int) -> tuple[list[str], list[dict[str, str]]]:
