@@ -20,6 +20,7 @@ queued in memory, and blocked the reactor while they were rendered. ``EdgeChanne
 - JSON answers instead of Twisted's bare ``400 Bad Request`` or silent close: 414 for a request line over
   ``MAX_LENGTH``, 431 for a header line over ``MAX_LENGTH``, a header section over ``totalHeadersSize``
   or more than ``maxHeaders`` headers, 400 for anything else malformed; each then closes;
+- header lines seen before taken from a process-wide table (``header_lines``) instead of parsed again;
 - drain: once ``start_draining`` is called every response carries ``Connection: close`` and the
   connection closes after it; ``close_when_idle`` closes it as soon as no request is in progress.
 
@@ -37,6 +38,8 @@ from twisted.web.http import HTTPChannel
 
 from tenantsvc.obs.metrics import CONNECTION_CLOSE_REASONS
 from tenantsvc.web.errors import json_bytes
+from tenantsvc.web.header_lines import HEADER_LINES
+from tenantsvc.web.request import DIRECT_HEADERS
 
 # Reasons a connection is closed by us (label values of http_connections_closed_total).
 (HEADER_DEADLINE, CONNECTION_CAP, PEER_NOT_READING, HEADER_TOO_LARGE, BAD_REQUEST, DRAIN_IDLE,
@@ -201,6 +204,26 @@ class EdgeChannel(HTTPChannel):
         super().dataReceived(data)
         if self._header_deadline is None and self._awaiting_headers and (self._buffer or self.requests):
             self._arm_header_deadline()
+
+    def headerReceived(self, line: bytes) -> bool:  # noqa: N802 - Twisted's name
+        """Store one header line of the request being read, as Twisted would: from the process's table of
+        lines seen before (``header_lines``), else by Twisted's own parser (malformed lines, the body's
+        framing, credentials, long lines). False once the request is refused."""
+        parsed = HEADER_LINES.parse(line) if DIRECT_HEADERS else None
+        if parsed is None:
+            return bool(super().headerReceived(line))
+        name, value = parsed
+        raw = self.requests[-1].requestHeaders._rawHeaders
+        values = raw.get(name)
+        if values is None:
+            raw[name] = [value]
+        else:
+            values.append(value)
+        self._receivedHeaderCount += 1
+        if self._receivedHeaderCount > self.maxHeaders:
+            self._respondToBadRequestAndDisconnect()
+            return False
+        return True
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line over ``MAX_LENGTH``: 414 for the request line, 431 for a header line (Twisted just closed)."""
