@@ -25,10 +25,17 @@ from tests.support.metrics import sample_delta  # noqa: E402
 from tests.support.processes import reset_peak_rss, status_kib  # noqa: E402
 
 TENANT_PATH = "/bench-{:05d}/api/public/load-theme"
+# What a browser's fetch of the theme carries (the header lines tenantsvc keeps in web/header_lines).
+BROWSER_HEADERS = (("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"),
+                   ("Accept", "application/json"), ("Accept-Language", "en-GB,en;q=0.9"),
+                   ("Accept-Encoding", "gzip, deflate, br, zstd"), ("Origin", "https://demo.example.com"),
+                   ("Referer", "https://demo.example.com/"), ("Sec-Fetch-Dest", "empty"), ("Sec-Fetch-Mode", "cors"),
+                   ("Sec-Fetch-Site", "same-site"), ("Sec-Ch-Ua-Platform", '"Linux"'))
 HERD = Load(script=Path(__file__).with_name("herd.lua"))  # each request the next tenant's load-theme (+ the count)
 PAIRED = {"warm": Scenario("warm hit", Load(LOAD_THEME)),
           "304": Scenario("304", Load(LOAD_THEME, (("If-None-Match", "<the captured ETag>"),)), status=304),
           "css": Scenario("theme.css", Load("/demo/api/public/theme.css")),
+          "browser": Scenario("browser hit", Load(LOAD_THEME, BROWSER_HEADERS)),
           "healthz": Scenario("healthz", Load("/healthz")),
           "spread": Scenario("spread hit", HERD, setup="all-cached")}
 SCENARIOS = (*PAIRED, "cold", "memory")
