@@ -346,7 +346,8 @@ async def test_a_saturated_pool_sheds_reads_keeps_public_fast_and_admits_writes_
     timed_out = [a for a in writes if cause(a) == "pool_timeout"]
     assert admitted, f"no write got through while the breaker was open on pressure: {summary(writes)}"
     assert timed_out, f"no write waited out DB_CONN_TIMEOUT while the pool was saturated: {summary(writes)}"
-    assert all(a.status == 200 or cause(a) == "pool_timeout" for a in writes), summary(writes)
+    assert all(a.status == 200 or cause(a) == "pool_timeout" for a in writes), (
+        summary(writes), sorted({cause(a) for a in writes if a.status != 200}))
     assert all(a.elapsed_s < CONN_TIMEOUT_S + SLACK_S for a in writes), latency_figures(writes)
     assert all(a.elapsed_s >= CONN_TIMEOUT_S * 0.9 for a in timed_out), latency_figures(timed_out)
     print(f"\nFIGURES saturation: {summary(traffic.answers)}\n  breaker opened {ms(opened['at'] - saturated_at)}"
