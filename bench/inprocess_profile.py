@@ -19,15 +19,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_server import QuietSite, Replay, ReplayResource  # noqa: E402
-from runner import LOAD_THEME, replay_entry, tenantsvc_env  # noqa: E402
+from runner import BROWSER_HEADERS, LOAD_THEME, replay_entry, tenantsvc_env  # noqa: E402
 
 from tests.support.http import parse_response  # noqa: E402
 
 
-def request_bytes(etag: str | None) -> bytes:
-    """What wrk sends: the request line, ``Host`` and, for the 304, ``If-None-Match``."""
-    extra = f"If-None-Match: {etag}\r\n" if etag else ""
-    return f"GET {LOAD_THEME} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{extra}\r\n".encode("latin-1")
+def request_bytes(scenario: str, etag: str) -> bytes:
+    """What wrk sends: the request line, ``Host`` and, for the 304, ``If-None-Match`` (for ``browser``, what a
+    browser's fetch adds)."""
+    extra = {"304": [("If-None-Match", etag)], "browser": BROWSER_HEADERS}.get(scenario, [])
+    lines = "".join(f"{name}: {value}\r\n" for name, value in extra)
+    return f"GET {LOAD_THEME} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{lines}\r\n".encode("latin-1")
 
 
 def build_tenantsvc(reactor: Any, workdir: Path, overrides: dict[str, str]) -> tuple[Any, Any]:
@@ -87,9 +89,9 @@ def one_response(site: Any, data: bytes) -> bytes:
 
 def replay_site(site: Any) -> tuple[Any, str]:
     """The baseline's replaying Site for tenantsvc's load-theme 200 and 304, and the ETag."""
-    fresh = parse_response(one_response(site, request_bytes(None)))
+    fresh = parse_response(one_response(site, request_bytes("warm", "")))
     etag = fresh.header("etag") or ""
-    not_modified = parse_response(one_response(site, request_bytes(etag)))
+    not_modified = parse_response(one_response(site, request_bytes("304", etag)))
     entry = replay_entry(fresh, if_none_match=replay_entry(not_modified, etag=etag))
     return QuietSite(ReplayResource(Replay({"routes": {LOAD_THEME: entry}}))), etag
 
@@ -114,14 +116,14 @@ def run(args: argparse.Namespace) -> None:
         return cpu / args.requests * 1e6
 
     def wait_for_theme() -> None:
-        if b"tenantsvc; hit" not in one_response(state["site"], request_bytes(None)):
+        if b"tenantsvc; hit" not in one_response(state["site"], request_bytes("warm", "")):
             reactor.callLater(0.05, wait_for_theme)
             return
         state["baseline_site"], state["etag"] = replay_site(state["site"])
         reactor.callLater(0.5, batch)  # after freeze_start_up_heap
 
     def batch() -> None:
-        data, number = request_bytes(state["etag"] if args.scenario == "304" else None), state["batch"]
+        data, number = request_bytes(args.scenario, state["etag"]), state["batch"]
         profiler = cProfile.Profile() if args.profile and number == args.batches - 1 else None
         for name in ("baseline", "tenantsvc") if number % 2 == 0 else ("tenantsvc", "baseline"):
             site = state["baseline_site" if name == "baseline" else "site"]
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the options and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=("warm", "304"), default="warm")
+    parser.add_argument("--scenario", choices=("warm", "304", "browser"), default="warm")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=50)

@@ -34,6 +34,12 @@ from tests.support.tenantsvc_process import TenantsvcProcess, twistd_command  # 
 
 RESULTS_DIR = REPO / "bench" / "results"
 LOAD_THEME = "/demo/api/public/load-theme"
+# What a browser's fetch of the theme carries (the header lines tenantsvc keeps in web/header_lines).
+BROWSER_HEADERS = (("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131"),
+                   ("Accept", "application/json"), ("Accept-Language", "en-GB,en;q=0.9"),
+                   ("Accept-Encoding", "gzip, deflate, br, zstd"), ("Origin", "https://demo.example.com"),
+                   ("Referer", "https://demo.example.com/"), ("Sec-Fetch-Dest", "empty"), ("Sec-Fetch-Mode", "cors"),
+                   ("Sec-Fetch-Site", "same-site"), ("Sec-Ch-Ua-Platform", '"Linux"'))
 # What would point tenantsvc elsewhere than the embedded default or change what is measured.
 SCRUBBED = ("DATABASE_URL", "PROCESS_TYPE", "PORT", "LOG_FILE", "ENVIRONMENT", "ADMIN_TOKEN", "PGBOUNCER_ADMIN_URL",
             "TRUSTED_PROXY_HEADER", "MAX_BODY_BYTES", "THEME_", "RATE_LIMIT_", "DB_", "REDIS_", "ACCESS_LOG_", "SESSION_")

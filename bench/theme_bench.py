@@ -16,8 +16,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_server import alternatives  # noqa: E402
 from runner import (  # noqa: E402
-    LOAD_THEME, Bench, BenchError, Load, Scenario, Server, bench_parser, compare, paired_rounds, print_table, public,
-    ratios, replay_entry, run_main, scrape, summary_row, summary_table,
+    BROWSER_HEADERS, LOAD_THEME, Bench, BenchError, Load, Scenario, Server, bench_parser, compare, paired_rounds,
+    print_table, public, ratios, replay_entry, run_main, scrape, summary_row, summary_table,
 )
 
 from tests.support.http import HttpAnswer, raw_get  # noqa: E402
@@ -25,12 +25,6 @@ from tests.support.metrics import sample_delta  # noqa: E402
 from tests.support.processes import reset_peak_rss, status_kib  # noqa: E402
 
 TENANT_PATH = "/bench-{:05d}/api/public/load-theme"
-# What a browser's fetch of the theme carries (the header lines tenantsvc keeps in web/header_lines).
-BROWSER_HEADERS = (("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"),
-                   ("Accept", "application/json"), ("Accept-Language", "en-GB,en;q=0.9"),
-                   ("Accept-Encoding", "gzip, deflate, br, zstd"), ("Origin", "https://demo.example.com"),
-                   ("Referer", "https://demo.example.com/"), ("Sec-Fetch-Dest", "empty"), ("Sec-Fetch-Mode", "cors"),
-                   ("Sec-Fetch-Site", "same-site"), ("Sec-Ch-Ua-Platform", '"Linux"'))
 HERD = Load(script=Path(__file__).with_name("herd.lua"))  # each request the next tenant's load-theme (+ the count)
 PAIRED = {"warm": Scenario("warm hit", Load(LOAD_THEME)),
           "304": Scenario("304", Load(LOAD_THEME, (("If-None-Match", "<the captured ETag>"),)), status=304),
