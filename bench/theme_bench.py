@@ -216,10 +216,15 @@ def cold_herds(bench: Bench, db_file: Path | None, doc: dict[str, Any], runs: di
     bench.stop(baseline)
 
 
+def later_half(values: list[float]) -> list[float]:
+    """The values a sustained figure is the median of: the later half, at least 5 (the last 5 of 10 rounds)."""
+    return values[-max(5, len(values) // 2):]
+
+
 def per_round(runs: dict, name: str, rounds: int) -> list[dict[str, Any]]:
     """tenantsvc's CPU µs/req, req/s and ratio per round, and the creep of each process: its last round against
     its first, and (the goal's figure) its CPU relative to the baseline's in the same round, median of the last
-    3 rounds against the first 3, which the machine's own drift does not move."""
+    third of the rounds against the first third (3 of 10), which the machine's own drift does not move."""
     own, ratio = runs.get((name, "tenantsvc"), []), ratios(runs, name, "tenantsvc")
     base = runs.get((name, "baseline"), [])
     rows = [{"round": i + 1, "cpu_us_per_request": r.server_cpu_us_per_request, "requests_per_s": r.requests_per_s,
@@ -231,22 +236,23 @@ def per_round(runs: dict, name: str, rounds: int) -> list[dict[str, Any]]:
         last["cpu_creep_pct"] = round((last["cpu_us_per_request"] / block[0]["cpu_us_per_request"] - 1) * 100, 1)
         last["rps_creep_pct"] = round((last["requests_per_s"] / block[0]["requests_per_s"] - 1) * 100, 1)
         relative = [r["relative_cpu"] for r in block if r["relative_cpu"] is not None]
-        if len(relative) >= 6:
-            edge = statistics.median(relative[-3:]) / statistics.median(relative[:3])
+        third = len(relative) // 3
+        if third >= 2:
+            edge = statistics.median(relative[-third:]) / statistics.median(relative[:third])
             last["relative_creep_pct"] = round((edge - 1) * 100, 1)
     return rows
 
 
 def goals(doc: dict[str, Any], runs: dict) -> list[tuple[str, bool]]:
-    """Issue 14's goals as (line, met), on the sustained figures (median of the last 5 per-round ratios)."""
+    """Issue 14's goals as (line, met), on the sustained figures (median of the later half's per-round ratios)."""
     lines, rows = [], {(r["scenario"], r["server"]): r for r in doc["summary"]}
     for name, goal in GOALS.items():
         if (name, "tenantsvc") in rows:
-            value = statistics.median(rows[(name, "tenantsvc")]["ratio_per_round"][-5:])
+            value = statistics.median(later_half(rows[(name, "tenantsvc")]["ratio_per_round"]))
             lines.append((f"{name} sustained {value:.2f}× bare twisted.web (goal ≥ {goal:.2f}×)", value >= goal))
     if ("304", "tenantsvc") in rows and ("warm hit", "tenantsvc") in rows:
         pairs = zip(runs[("304", "tenantsvc")], runs[("warm hit", "tenantsvc")])
-        value = statistics.median([n.requests_per_s / w.requests_per_s for n, w in pairs][-5:])
+        value = statistics.median(later_half([n.requests_per_s / w.requests_per_s for n, w in pairs]))
         lines.append((f"304 vs warm hit (same process) {value:.2f}× (goal ≥ 1.00×)", value >= 1.0))
     paired = [r for r in doc["summary"] if r["server"] == "tenantsvc" and r["scenario"] in doc["per_round"]]
     if paired and doc["settings"]["connections"] == 50:
