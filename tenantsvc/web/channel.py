@@ -39,7 +39,7 @@ from twisted.web.http import HTTPChannel
 from tenantsvc.obs.metrics import CONNECTION_CLOSE_REASONS
 from tenantsvc.web.errors import json_bytes
 from tenantsvc.web.header_lines import HEADER_LINES
-from tenantsvc.web.request import DIRECT_HEADERS
+from tenantsvc.web.request import add_request_header
 
 # Reasons a connection is closed by us (label values of http_connections_closed_total).
 (HEADER_DEADLINE, CONNECTION_CAP, PEER_NOT_READING, HEADER_TOO_LARGE, BAD_REQUEST, DRAIN_IDLE,
@@ -209,16 +209,10 @@ class EdgeChannel(HTTPChannel):
         """Store one header line of the request being read, as Twisted would: from the process's table of
         lines seen before (``header_lines``), else by Twisted's own parser (malformed lines, the body's
         framing, credentials, long lines). False once the request is refused."""
-        parsed = HEADER_LINES.parse(line) if DIRECT_HEADERS else None
+        parsed = HEADER_LINES.parse(line)
         if parsed is None:
             return bool(super().headerReceived(line))
-        name, value = parsed
-        raw = self.requests[-1].requestHeaders._rawHeaders
-        values = raw.get(name)
-        if values is None:
-            raw[name] = [value]
-        else:
-            values.append(value)
+        add_request_header(self.requests[-1], *parsed)
         self._receivedHeaderCount += 1
         if self._receivedHeaderCount > self.maxHeaders:
             self._respondToBadRequestAndDisconnect()

@@ -55,10 +55,10 @@ class HeaderLines:
     """What header lines parse to, remembered for lines up to ``max_line_bytes``, at most ``max_entries``."""
 
     def __init__(self, max_entries: int = 1024, max_line_bytes: int = 256):
-        if max_entries < 1 or max_line_bytes < 1:
-            raise ValueError("max_entries and max_line_bytes must be at least 1")
-        self._known: dict[bytes, ParsedHeader] = {}
-        self._max_entries = max_entries
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self._known: BoundedMemo[bytes, ParsedHeader | None] = BoundedMemo(
+            plain_header, max_entries, keep=lambda parsed: parsed is not None)
         self._max_line_bytes = max_line_bytes
 
     def __len__(self) -> int:
@@ -66,15 +66,7 @@ class HeaderLines:
 
     def parse(self, line: bytes) -> ParsedHeader | None:
         """``plain_header(line)``, from the table when the line was seen before (None: Twisted must parse it)."""
-        parsed = self._known.get(line)
-        if parsed is not None or len(line) > self._max_line_bytes:
-            return parsed
-        parsed = plain_header(line)
-        if parsed is not None:
-            if len(self._known) >= self._max_entries:
-                self._known.clear()
-            self._known[line] = parsed
-        return parsed
+        return self._known[line] if len(line) <= self._max_line_bytes else None
 
 
 # The process's table, shared by every connection of every listener (the lines repeat across clients).

@@ -101,6 +101,15 @@ def request_header(request: Any, name: bytes) -> bytes | None:
     return request.getHeader(name)
 
 
+def add_request_header(request: Any, name: bytes, value: bytes) -> None:
+    """Add one value of request header ``name`` (from ``canonical_header``; ``value`` already checked as Twisted
+    checks it): ``requestHeaders.addRawHeader``, cheaper."""
+    if DIRECT_HEADERS:
+        request.requestHeaders._rawHeaders.setdefault(name, []).append(value)
+    else:
+        request.requestHeaders.addRawHeader(name, value)
+
+
 def has_none_of(request: Any, names: Iterable[bytes]) -> bool:
     """True when the request carries none of the headers ``names`` (from ``canonical_header``)."""
     if DIRECT_HEADERS:

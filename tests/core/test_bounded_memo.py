@@ -25,6 +25,14 @@ def test_it_never_holds_more_than_max_entries_and_starts_over_when_full():
     assert made.count(0) == 2  # forgotten when the memo started over, made again
 
 
+def test_values_keep_refuses_are_made_again_and_never_held():
+    made = []
+    memo = BoundedMemo(lambda key: made.append(key) or (key if key % 2 else None), max_entries=8,
+                       keep=lambda value: value is not None)
+    assert [memo[1], memo[2], memo[1], memo[2]] == [1, None, 1, None]
+    assert made == [1, 2, 2] and dict(memo) == {1: 1}
+
+
 def test_max_entries_must_be_positive():
     with pytest.raises(ValueError):
         BoundedMemo(lambda key: key, max_entries=0)
